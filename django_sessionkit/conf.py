@@ -1,0 +1,64 @@
+"""Every ``SESSIONKIT_*`` setting with its default, read lazily.
+
+Each property reads ``django.conf.settings`` when it is accessed, so
+``override_settings`` in tests and settings changed at start-up both apply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULT_REDACT = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "api-key",
+    "hash",
+    "csrf",
+    "_auth_user_hash",
+)
+
+
+class Settings:
+    """Typed, lazy access to the ``SESSIONKIT_*`` settings."""
+
+    def _get(self, name: str, default: Any) -> Any:
+        return getattr(settings, f"SESSIONKIT_{name}", default)
+
+    @property
+    def ACTIVITY_INTERVAL(self) -> int:
+        """Seconds between two writes of a session's ``last_activity``."""
+        return int(self._get("ACTIVITY_INTERVAL", 60))
+
+    @property
+    def TRUSTED_PROXY_COUNT(self) -> int:
+        """How many reverse proxies in front of the site append to X-Forwarded-For."""
+        return int(self._get("TRUSTED_PROXY_COUNT", 0))
+
+    @property
+    def STORE_IP(self) -> str:
+        """``"full"``, ``"truncated"`` (/24 and /48) or ``"none"``."""
+        return str(self._get("STORE_IP", "full"))
+
+    @property
+    def STORE_USER_AGENT(self) -> bool:
+        """Whether to record the browser's user agent."""
+        return bool(self._get("STORE_USER_AGENT", True))
+
+    @property
+    def REDIS_PREFIX(self) -> str:
+        """Prefix of every key the redis engine writes (inside the cache's own prefix)."""
+        return str(self._get("REDIS_PREFIX", "sessionkit"))
+
+    @property
+    def REDACT(self) -> tuple[str, ...]:
+        """Session keys whose values are never shown (case-insensitive substrings)."""
+        return tuple(self._get("REDACT", DEFAULT_REDACT))
+
+
+conf = Settings()

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.cache import caches
+
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_server() -> Iterator[RedisServer]:
+    """Provide the real Redis server of this run, starting a private one when needed."""
+    server: RedisServer = settings.REDIS
+    started = server.needs_start
+    if started:
+        server.start()
+    yield server
+    if started:
+        server.stop()
+
+
+@pytest.fixture
+def redis_cache(redis_server: RedisServer) -> Iterator[Any]:
+    """The django-redis cache of the test settings, emptied before and after the test."""
+    cache = caches["redis"]
+    cache.clear()
+    yield cache
+    cache.clear()

@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.template.loader import render_to_string
+from django.utils import translation
+
+
+def test_french_translation_ships_with_the_app():
+    with translation.override("fr"):
+        html = render_to_string("django_sessionkit/503.html")
+
+    assert "Service indisponible" in html
+    assert "Service unavailable" not in html
