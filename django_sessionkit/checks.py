@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.apps import AppConfig
@@ -21,7 +22,9 @@ def _app_position(installed: list[str], name: str) -> int | None:
 
 
 @register(Tags.compatibility)
-def check_app_order(app_configs: list[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+def check_app_order(
+    app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
     """Warn when django.contrib.sessions would shadow our clearsessions."""
     installed = list(settings.INSTALLED_APPS)
     ours = _app_position(installed, OUR_APP)

@@ -22,7 +22,7 @@ def test_w001_when_listed_after_sessions(settings):
 
     assert message.id == "sessionkit.W001"
     assert message.level == checks.WARNING
-    assert "clearsessions" in message.hint
+    assert "clearsessions" in str(message.hint)
 
 
 def test_w001_understands_appconfig_paths(settings):
