@@ -4,8 +4,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.core.cache import caches
+from django.db import connections
 
 from tests.redis_server import RedisServer
 
@@ -29,3 +31,13 @@ def redis_cache(redis_server: RedisServer) -> Iterator[Any]:
     cache.clear()
     yield cache
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _close_async_connections() -> Iterator[None]:
+    """Close the connections that async tests opened in asgiref's worker thread.
+
+    Left open, they keep PostgreSQL from dropping the test database.
+    """
+    yield
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import dj_database_url
 
@@ -24,13 +25,19 @@ DATABASES = {
 
 REDIS = redis_server.locate()
 REDIS_URL = REDIS.url
+# A prefix of its own for each test run (inherited by the processes it starts),
+# so that runs sharing one Redis server, such as parallel tox environments, never
+# see or clear each other's keys.
+REDIS_KEY_PREFIX = os.environ.setdefault(
+    "SESSIONKIT_TEST_REDIS_PREFIX", f"sessionkit-tests-{uuid.uuid4().hex[:12]}"
+)
 
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "redis": {
-        "BACKEND": "django_redis.cache.RedisCache",
+        "BACKEND": "tests.cache.RunScopedRedisCache",
         "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "sessionkit-tests",
+        "KEY_PREFIX": REDIS_KEY_PREFIX,
     },
 }
 

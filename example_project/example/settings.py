@@ -28,7 +28,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's SessionMiddleware, plus the client's IP and user agent for "Your sessions".
+    "django_sessionkit.middleware.SessionKitMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -42,7 +43,9 @@ WSGI_APPLICATION = "example.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # The project's templates come first: templates/django_sessionkit/base.html
+        # puts sessionkit's pages inside the blog's layout.
+        "DIRS": [BASE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -61,8 +64,9 @@ DATABASES = {
     }
 }
 
-# Django's default, spelled out: the tutorial stores sessions in the database.
-SESSION_ENGINE = "django.contrib.sessions.backends.db"
+# Sessions in the database, as in the tutorial, in django_sessionkit's table: the
+# same data as Django's db engine, plus user, IP, user agent and last activity.
+SESSION_ENGINE = "django_sessionkit.backends.db"
 # The tutorial sets 5 days (Django's default is 2 weeks).
 SESSION_COOKIE_AGE = 3600 * 24 * 5
 
@@ -75,6 +79,9 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
+# A browser that refuses cookies fails the CSRF check of every form before any
+# view runs: tell it that cookies are disabled instead of showing a CSRF error.
+CSRF_FAILURE_VIEW = "blog.views.csrf_failure"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

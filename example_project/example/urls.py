@@ -6,5 +6,6 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("sessions/", include("django_sessionkit.urls")),
     path("", include("blog.urls")),
 ]

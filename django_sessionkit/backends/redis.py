@@ -1,0 +1,831 @@
+"""Redis sessions on django-redis that record user, IP, user agent and activity.
+
+``SESSION_ENGINE = "django_sessionkit.backends.redis"``, with
+``SESSION_CACHE_ALIAS`` naming a django-redis cache. Each session is one Redis
+hash that expires with the session (its TTL is the session's expiry age, as
+with Django's cache engine)::
+
+    <cache prefix>:<version>:<SESSIONKIT_REDIS_PREFIX>:s:<public id>
+        d   the session data, serialized by SESSION_SERIALIZER (as the cache
+            engine stores it: not signed, see SessionStore.serialize_data())
+        k   the session key, for migratesessions
+        u   user id (absent for anonymous sessions), h: its 32-bit digest
+        ip, ua   client address and user agent, as the privacy settings allow
+        c, a, e  created, last activity, expiry: Unix time in milliseconds
+
+The hash is named by the session's public id, so the inventory finds a
+session by its public id without a mapping. Two indexes make the inventory
+cheap without ``KEYS``: ``:x`` orders every session by expiry (score ``e``,
+member ``<public id>`` or ``<public id>:<h>``) and ``:u`` groups the sessions
+of each user (score ``h``, member ``<public id>``).
+
+Both indexes are *chunked sorted sets*: a directory sorted set maps chunk
+ids to the lowest score of each chunk, and each chunk is a small sorted set
+of at most ``CHUNK_MAX`` entries, which Redis stores as a compact listpack.
+A plain sorted set costs about 130 bytes per entry (skiplist and hash table);
+chunks cost about 55, so that for 100,000 sessions with the default metadata
+the indexes add 6% (anonymous) to 9% (logged in) to the sessions' own memory.
+Entries with equal scores are never split across chunks, so the sessions of
+one user always sit in one chunk.
+
+Every write goes through a Lua script: the data, the metadata and the index
+entries change in one round trip and atomically. A read (``load()``) is one
+``HMGET``. Index entries of expired sessions are pruned a few at a time by
+every save, and in batches by :meth:`SessionStore.clear_expired`
+(``clearsessions``).
+
+When Redis cannot be reached, loading serves an empty, anonymous session and
+logs an error; the store then refuses to save (:class:`SessionStorageUnavailable`,
+which ``SessionKitMiddleware`` answers with a 503 page), so a session that
+could not be read is never overwritten.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import logging
+import weakref
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from datetime import timezone as dt_timezone
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.sessions.backends.base import (
+    VALID_KEY_CHARS,
+    CreateError,
+    SessionBase,
+    UpdateError,
+)
+from django.core.cache import caches
+from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
+from django.utils.crypto import get_random_string
+from django.utils.encoding import force_bytes
+from django.utils.functional import cached_property
+
+from django_sessionkit.backends.base import SessionKitStore, SessionStorageUnavailable
+from django_sessionkit.conf import conf
+from django_sessionkit.public_id import KEY_SALT, LENGTH
+
+try:
+    from django_redis.exceptions import ConnectionInterrupted
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import NoScriptError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImproperlyConfigured(
+        "django_sessionkit.backends.redis needs django-redis: "
+        "pip install 'django-sessionkit[redis]'."
+    ) from exc
+
+logger = logging.getLogger(__name__)
+
+#: What "Redis cannot be reached" looks like from redis-py and django-redis.
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionInterrupted)
+#: The hash fields a load reads: data, last activity, expiry.
+LOAD_FIELDS = ("d", "a", "e")
+#: Index entries of expired sessions each save prunes on its way.
+PRUNE_ON_WRITE = 4
+CREATE_ATTEMPTS = 100
+
+# -- Lua ----------------------------------------------------------------------
+#
+# Every script gets ARGV[1] = the key base ("<cache key>:<REDIS_PREFIX>") and
+# builds its key names from it, so scripts touch keys they do not declare:
+# fine on a single Redis server or a replicated one (django-redis's clients),
+# not on Redis Cluster, which django-redis does not support either.
+
+LIB = """
+local base = ARGV[1]
+local X = base .. ':x'
+local U = base .. ':u'
+local CHUNK_MAX = 120
+local CHUNK_MIN = 30
+
+local function skey(pid) return base .. ':s:' .. pid end
+local function ck(ix, id) return ix .. ':c:' .. id end
+
+-- The chunk of index ix that holds (or would hold) score: the one with the
+-- greatest minimum <= score, else the first one. nil when ix is empty.
+local function locate(ix, score)
+  local found = redis.call('ZREVRANGEBYSCORE', ix .. ':d', score, '-inf', 'LIMIT', 0, 1)
+  if found[1] then return found[1] end
+  return redis.call('ZRANGE', ix .. ':d', 0, 0)[1]
+end
+
+-- ZADD the entries[first..last] of a ZRANGE ... WITHSCORES reply to key, a
+-- slice at a time: Lua's unpack() fails beyond a few thousand values.
+local function zadd_entries(key, entries, first, last)
+  local args = {}
+  for i = first, last do
+    args[#args + 1] = entries[2 * i]
+    args[#args + 1] = entries[2 * i - 1]
+    if #args == 500 or i == last then
+      redis.call('ZADD', key, unpack(args))
+      args = {}
+    end
+  end
+end
+
+local function move_all(from, to)
+  local entries = redis.call('ZRANGE', from, 0, -1, 'WITHSCORES')
+  if #entries > 0 then zadd_entries(to, entries, 1, #entries / 2) end
+  redis.call('DEL', from)
+end
+
+-- Split an oversized chunk near its middle, at a change of score, so that
+-- equal scores stay together; a chunk of one score stays whole.
+local function split(ix, id)
+  local key = ck(ix, id)
+  local lowest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
+  if lowest == redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2] then return end
+  local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  local count = #entries / 2
+  local function score(i) return tonumber(entries[2 * i]) end
+  local mid = math.floor(count / 2) + 1
+  local cut
+  for i = mid, count do
+    if score(i) ~= score(i - 1) then cut = i; break end
+  end
+  if not cut then
+    for i = mid - 1, 2, -1 do
+      if score(i) ~= score(i - 1) then cut = i; break end
+    end
+  end
+  local new = redis.call('INCR', ix .. ':q')
+  zadd_entries(ck(ix, new), entries, cut, count)
+  redis.call('ZREMRANGEBYRANK', key, cut - 1, -1)
+  redis.call('ZADD', ix .. ':d', entries[2 * cut], new)
+end
+
+local function insert(ix, member, score)
+  local dir = ix .. ':d'
+  local id = locate(ix, score)
+  if not id then
+    id = redis.call('INCR', ix .. ':q')
+    redis.call('ZADD', dir, score, id)
+  elseif tonumber(score) < tonumber(redis.call('ZSCORE', dir, id)) then
+    redis.call('ZADD', dir, score, id)
+  end
+  local key = ck(ix, id)
+  local added = redis.call('ZADD', key, score, member)
+  redis.call('INCRBY', ix .. ':n', added)
+  if redis.call('ZCARD', key) > CHUNK_MAX then split(ix, id) end
+  return added
+end
+
+-- After removals from a chunk: forget it when empty, else refresh its
+-- minimum and merge it into a neighbour when it has become small.
+local function settle(ix, id)
+  local dir = ix .. ':d'
+  local key = ck(ix, id)
+  local size = redis.call('ZCARD', key)
+  if size == 0 then
+    redis.call('ZREM', dir, id)
+    return
+  end
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  redis.call('ZADD', dir, first[2], id)
+  if size >= CHUNK_MIN then return end
+  local rank = redis.call('ZRANK', dir, id)
+  local nxt = redis.call('ZRANGE', dir, rank + 1, rank + 1)[1]
+  if nxt and size + redis.call('ZCARD', ck(ix, nxt)) <= CHUNK_MAX - CHUNK_MIN then
+    move_all(key, ck(ix, nxt))
+    redis.call('ZREM', dir, id)
+    redis.call('ZADD', dir, first[2], nxt)
+    return
+  end
+  if rank > 0 then
+    local prv = redis.call('ZRANGE', dir, rank - 1, rank - 1)[1]
+    if size + redis.call('ZCARD', ck(ix, prv)) <= CHUNK_MAX - CHUNK_MIN then
+      move_all(key, ck(ix, prv))
+      redis.call('ZREM', dir, id)
+    end
+  end
+end
+
+local function remove(ix, member, score)
+  local id = locate(ix, score)
+  if not id then return 0 end
+  if redis.call('ZREM', ck(ix, id), member) == 0 then return 0 end
+  redis.call('DECR', ix .. ':n')
+  settle(ix, id)
+  return 1
+end
+
+local function xmember(pid, h)
+  if h and h ~= '' then return pid .. ':' .. h end
+  return pid
+end
+
+local function index(pid, e, h)
+  if insert(X, xmember(pid, h), e) == 1 and h ~= '' then
+    redis.call('INCR', X .. ':a')
+  end
+  if h ~= '' then insert(U, pid, h) end
+end
+
+local function unindex(pid, e, h)
+  if e and remove(X, xmember(pid, h), e) == 1 and h then
+    redis.call('DECR', X .. ':a')
+  end
+  if h then remove(U, pid, h) end
+end
+
+-- Delete a session and its index entries; 1 if it existed.
+local function drop(pid)
+  local key = skey(pid)
+  local f = redis.call('HMGET', key, 'e', 'h')
+  unindex(pid, f[1], f[2])
+  return redis.call('DEL', key)
+end
+
+-- Remove up to limit index entries of sessions expired at now (and those
+-- sessions, should Redis not have expired them yet); return how many.
+local function prune(now, limit)
+  local dir = X .. ':d'
+  local removed = 0
+  while removed < limit do
+    local head = redis.call('ZRANGE', dir, 0, 0)[1]
+    if not head then break end
+    local key = ck(X, head)
+    local batch = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'WITHSCORES',
+                             'LIMIT', 0, math.min(limit - removed, 500))
+    if #batch == 0 then
+      if redis.call('EXISTS', key) == 1 then break end
+      redis.call('ZREM', dir, head)  -- a chunk lost to eviction
+    else
+      local members = {}
+      local authenticated = 0
+      for i = 1, #batch, 2 do
+        local member, score = batch[i], batch[i + 1]
+        members[#members + 1] = member
+        local sep = string.find(member, ':', 1, true)
+        local pid = member
+        if sep then
+          pid = string.sub(member, 1, sep - 1)
+          remove(U, pid, string.sub(member, sep + 1))
+          authenticated = authenticated + 1
+        end
+        local sk = skey(pid)
+        if tonumber(redis.call('HGET', sk, 'e')) == tonumber(score) then
+          redis.call('DEL', sk)
+        end
+      end
+      redis.call('ZREM', key, unpack(members))
+      redis.call('DECRBY', X .. ':n', #members)
+      redis.call('DECRBY', X .. ':a', authenticated)
+      removed = removed + #members
+      settle(X, head)
+    end
+  end
+  return removed
+end
+
+local function fields(out, pid)
+  local f = redis.call('HMGET', skey(pid), 'u', 'e', 'ip', 'ua', 'c', 'a')
+  out[#out + 1] = pid
+  for i = 1, 6 do out[#out + 1] = f[i] end
+end
+"""
+
+# ARGV: base, mode ("create" | "update"), public id, now, ttl (s), expiry, user
+# id, user digest, data, session key, "1" when ip/ua are given, ip, user agent,
+# public id the session was loaded under (another secret) or "".
+# Returns 1 when saved, 0 when "create" found the session (CreateError), -1
+# when "update" did not find it (UpdateError).
+SAVE = """
+local mode, pid, now, ttl, e = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local uid, h, moved = ARGV[7], ARGV[8], ARGV[14]
+local key = skey(pid)
+local exists = redis.call('EXISTS', key) == 1
+if mode == 'create' and exists then return 0 end
+local created = redis.call('HGET', key, 'c')
+if moved ~= '' and moved ~= pid then
+  local old = redis.call('HGET', skey(moved), 'c')
+  if mode == 'update' and not exists and not old then return -1 end
+  created = created or old
+  drop(moved)
+elseif mode == 'update' and not exists then
+  return -1
+end
+if exists then
+  local old = redis.call('HMGET', key, 'e', 'h')
+  unindex(pid, old[1], old[2])
+end
+if ttl <= 0 then
+  redis.call('DEL', key)
+  prune(now, PRUNE)
+  return 1
+end
+redis.call('HSET', key, 'd', ARGV[9], 'k', ARGV[10], 'a', now, 'e', e, 'c', created or now)
+if uid ~= '' then
+  redis.call('HSET', key, 'u', uid, 'h', h)
+else
+  redis.call('HDEL', key, 'u', 'h')
+end
+if ARGV[11] == '1' then
+  for i, field in ipairs({'ip', 'ua'}) do
+    local value = ARGV[11 + i]
+    if value ~= '' then
+      redis.call('HSET', key, field, value)
+    else
+      redis.call('HDEL', key, field)
+    end
+  end
+end
+redis.call('EXPIRE', key, ttl)
+index(pid, e, h)
+prune(now, PRUNE)
+return 1
+""".replace("PRUNE", str(PRUNE_ON_WRITE))
+
+# ARGV: base, public ids... Returns how many sessions existed.
+DELETE = """
+local n = 0
+for i = 2, #ARGV do n = n + drop(ARGV[i]) end
+return n
+"""
+
+# ARGV: base, public id, now. Writes only the activity of an existing session.
+TOUCH = """
+local key = skey(ARGV[2])
+if redis.call('EXISTS', key) == 0 then return 0 end
+redis.call('HSET', key, 'a', ARGV[3])
+return 1
+"""
+
+# ARGV: base, now, limit. Returns how many index entries were pruned.
+PRUNE = """
+return prune(ARGV[2], tonumber(ARGV[3]))
+"""
+
+# ARGV: base, user id, user digest, mode ("list" | "revoke"), public id to keep.
+# "list" returns public id, u, e, ip, ua, c, a for each session of the user;
+# "revoke" deletes them (but the one to keep) and returns how many.
+# Entries whose session is gone are pruned on the way.
+USER = """
+local uid, h, mode, keep = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local out = {}
+local revoked = 0
+local id = locate(U, h)
+if not id then
+  if mode == 'revoke' then return 0 end
+  return out
+end
+local pids = redis.call('ZRANGEBYSCORE', ck(U, id), h, h)
+for _, pid in ipairs(pids) do
+  local owner = redis.call('HGET', skey(pid), 'u')
+  if not owner then
+    remove(U, pid, h)
+  elseif owner == uid then
+    if mode == 'revoke' then
+      if pid ~= keep then revoked = revoked + drop(pid) end
+    else
+      fields(out, pid)
+    end
+  end
+end
+if mode == 'revoke' then return revoked end
+return out
+"""
+
+# ARGV: base, now. Returns entries, entries expired at now, authenticated
+# entries, authenticated entries expired at now.
+COUNT = """
+local now = ARGV[2]
+local expired, expired_auth = 0, 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', X .. ':d', '-inf', now)) do
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', ck(X, id), '-inf', now)) do
+    expired = expired + 1
+    if string.find(member, ':', 1, true) then expired_auth = expired_auth + 1 end
+  end
+end
+return {tonumber(redis.call('GET', X .. ':n') or 0), expired,
+        tonumber(redis.call('GET', X .. ':a') or 0), expired_auth}
+"""
+
+# ARGV: base, min, max (ZRANGEBYSCORE bounds), offset, limit, "1" for
+# descending. Returns member, score, u, e, ip, ua, c, a per entry; whole
+# chunks before the offset are skipped by their ZCOUNT.
+PAGE = """
+local lo, hi = ARGV[2], ARGV[3]
+local offset, limit, rev = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1'
+local dir = X .. ':d'
+local out = {}
+local got = 0
+local size = redis.call('ZCARD', dir)
+local rank, step, stop = 0, 1, size
+if rev then rank, step, stop = size - 1, -1, -1 end
+while rank ~= stop and got < limit do
+  local id = redis.call('ZRANGE', dir, rank, rank)[1]
+  local key = ck(X, id)
+  local n = redis.call('ZCOUNT', key, lo, hi)
+  if offset >= n then
+    offset = offset - n
+  else
+    local entries
+    local want = limit - got
+    if rev then
+      entries = redis.call('ZREVRANGEBYSCORE', key, hi, lo, 'WITHSCORES', 'LIMIT', offset, want)
+    else
+      entries = redis.call('ZRANGEBYSCORE', key, lo, hi, 'WITHSCORES', 'LIMIT', offset, want)
+    end
+    offset = 0
+    for i = 1, #entries, 2 do
+      out[#out + 1] = entries[i]
+      out[#out + 1] = entries[i + 1]
+      local sep = string.find(entries[i], ':', 1, true)
+      local pid = entries[i]
+      if sep then pid = string.sub(pid, 1, sep - 1) end
+      local f = redis.call('HMGET', skey(pid), 'u', 'ip', 'ua', 'c', 'a')
+      for j = 1, 5 do out[#out + 1] = f[j] end
+      got = got + 1
+    end
+  end
+  rank = rank + step
+end
+return out
+"""
+
+# ARGV: base, chunk id, min, max, "1" for descending. The entries of one chunk
+# of the expiry index, as PAGE returns them: for walks that filter.
+CHUNK = """
+local lo, hi, rev = ARGV[3], ARGV[4], ARGV[5] == '1'
+local key = ck(X, ARGV[2])
+local entries
+if rev then
+  entries = redis.call('ZREVRANGEBYSCORE', key, hi, lo, 'WITHSCORES')
+else
+  entries = redis.call('ZRANGEBYSCORE', key, lo, hi, 'WITHSCORES')
+end
+local out = {}
+for i = 1, #entries, 2 do
+  out[#out + 1] = entries[i]
+  out[#out + 1] = entries[i + 1]
+  local sep = string.find(entries[i], ':', 1, true)
+  local pid = entries[i]
+  if sep then pid = string.sub(pid, 1, sep - 1) end
+  local f = redis.call('HMGET', skey(pid), 'u', 'ip', 'ua', 'c', 'a')
+  for j = 1, 5 do out[#out + 1] = f[j] end
+end
+return out
+"""
+
+
+class LuaScript:
+    """A script run with EVALSHA, loaded on first use on each server."""
+
+    def __init__(self, body: str) -> None:
+        self.source = LIB + body
+        self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+
+    def __call__(self, client: Any, *args: Any) -> Any:
+        try:
+            return client.evalsha(self.sha, 0, *args)
+        except NoScriptError:
+            return client.eval(self.source, 0, *args)
+
+
+SAVE_SCRIPT = LuaScript(SAVE)
+DELETE_SCRIPT = LuaScript(DELETE)
+TOUCH_SCRIPT = LuaScript(TOUCH)
+PRUNE_SCRIPT = LuaScript(PRUNE)
+USER_SCRIPT = LuaScript(USER)
+COUNT_SCRIPT = LuaScript(COUNT)
+PAGE_SCRIPT = LuaScript(PAGE)
+CHUNK_SCRIPT = LuaScript(CHUNK)
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def to_ms(moment: datetime) -> int:
+    """Return *moment* as Unix time in milliseconds."""
+    return int(moment.timestamp() * 1000)
+
+
+def from_ms(value: bytes | str | int | None) -> datetime | None:
+    """Return the datetime of a stored millisecond timestamp, in Django's time zone mode."""
+    if value is None:
+        return None
+    moment = datetime.fromtimestamp(int(value) / 1000, tz=dt_timezone.utc)
+    return moment if settings.USE_TZ else timezone.make_naive(moment)
+
+
+def text(value: bytes | str | None) -> str | None:
+    """Return a Redis reply as text."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return value
+
+
+def user_digest(user_id: str) -> str:
+    """Return the score that groups the sessions of *user_id* in the user index."""
+    digest = hashlib.blake2b(user_id.encode(), digest_size=4).digest()
+    return str(int.from_bytes(digest, "big"))
+
+
+@functools.lru_cache(maxsize=16)
+def _digest_key(secret: str | bytes) -> bytes:
+    # salted_hmac() derives this key from the salt and secret on every call;
+    # the load of every request needs it, so derive it once per secret.
+    return hashlib.sha256(force_bytes(KEY_SALT) + force_bytes(secret)).digest()
+
+
+def storage_ids(session_key: str) -> list[str]:
+    """Return the public ids *session_key* may be stored under, current secret first.
+
+    The first is ``public_id(session_key)``. Sessions are stored under their
+    public id, a digest keyed with ``SECRET_KEY``; after a rotation, sessions
+    saved under a secret now in ``SECRET_KEY_FALLBACKS`` are still found (and
+    moved on their next save).
+    """
+    message = session_key.encode()
+    return [
+        hmac.new(_digest_key(secret), message, hashlib.sha256).hexdigest()[:LENGTH]
+        for secret in (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS)
+    ]
+
+
+#: Keyspaces by cache object and prefix: a cache's KEY_PREFIX and version are
+#: fixed for its lifetime, and Django makes new cache objects when CACHES changes.
+_keyspaces: weakref.WeakKeyDictionary[Any, dict[str, Keyspace]] = weakref.WeakKeyDictionary()
+
+
+class Keyspace:
+    """Where the sessions of one django-redis cache live."""
+
+    def __init__(self, alias: str, cache: Any = None) -> None:
+        self.alias = alias
+        self.cache: Any = caches[alias] if cache is None else cache
+        self.base = str(self.cache.make_key(conf.REDIS_PREFIX))
+
+    @classmethod
+    def of(cls, alias: str) -> Keyspace:
+        """Return the keyspace of the cache *alias*, made once per cache object."""
+        cache = caches[alias]
+        prefix = conf.REDIS_PREFIX
+        known = _keyspaces.setdefault(cache, {})
+        keyspace = known.get(prefix)
+        if keyspace is None:
+            keyspace = known[prefix] = cls(alias, cache)
+        return keyspace
+
+    def client(self, write: bool = True) -> Any:
+        """Return django-redis's raw redis-py client of the cache."""
+        # What django_redis.get_redis_connection(alias) does, on the cache in hand.
+        try:
+            get_client = self.cache.client.get_client
+        except AttributeError as exc:
+            backend = type(self.cache)
+            raise ImproperlyConfigured(
+                f"django_sessionkit.backends.redis needs SESSION_CACHE_ALIAS to name a "
+                f"django-redis cache (django_redis.cache.RedisCache) on one server; "
+                f"{self.alias!r} is {backend.__module__}.{backend.__qualname__}."
+            ) from exc
+        return get_client(write)
+
+    def session(self, pid: str) -> str:
+        """Return the name of the hash of the session with public id *pid*."""
+        return f"{self.base}:s:{pid}"
+
+    def run(self, script: LuaScript, *args: Any) -> Any:
+        return script(self.client(), self.base, *args)
+
+    def prune(self, now: datetime, batch_size: int) -> Iterator[int]:
+        """Remove index entries of expired sessions in batches, yielding each batch's count."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1.")
+        while True:
+            removed = int(self.run(PRUNE_SCRIPT, to_ms(now), batch_size))
+            if removed:
+                yield removed
+            if removed < batch_size:
+                return
+
+
+# -- the engine ---------------------------------------------------------------
+
+
+class SessionStore(SessionKitStore, SessionBase):
+    """Django's cache session store on django-redis, plus user, IP, user agent and activity."""
+
+    def __init__(self, session_key: str | None = None) -> None:
+        self._cache_alias: str = settings.SESSION_CACHE_ALIAS
+        #: Set when a load could not reach Redis: this store must not write.
+        self._unreadable = False
+        #: Public id the loaded session is stored under (another secret's, after a rotation).
+        self._stored_pid: str | None = None
+        super().__init__(session_key)
+
+    # -- plumbing --
+
+    @cached_property
+    def keyspace(self) -> Keyspace:
+        return Keyspace.of(self._cache_alias)
+
+    def serialize_data(self, data: dict[str, Any]) -> bytes:
+        """Return *data* as stored: serialized by ``SESSION_SERIALIZER``, like the cache engine.
+
+        Not signed: as with Django's cache engine, whoever can write to Redis
+        can write sessions; unlike it, a JSON serializer never unpickles.
+        """
+        return bytes(self.serializer().dumps(data))
+
+    def deserialize_data(self, raw: bytes | str) -> dict[str, Any]:
+        """Return the session data of a stored value, ``{}`` when it cannot be read."""
+        try:
+            data = self.serializer().loads(raw if isinstance(raw, bytes) else raw.encode())
+        except Exception:
+            logger.warning("Undecodable session data in Redis (cache %r)", self._cache_alias)
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _unavailable(self, action: str, exc: Exception) -> SessionStorageUnavailable:
+        # The message never names the key: it may end up in a log or on a page.
+        return SessionStorageUnavailable(
+            f"Redis (cache {self._cache_alias!r}) could not be reached to {action} a session: "
+            f"{type(exc).__name__}."
+        )
+
+    def _meta_args(self) -> list[str]:
+        metadata = self.request_metadata
+        if metadata is None:
+            return ["0", "", ""]
+        return ["1", metadata.ip or "", metadata.user_agent]
+
+    # -- SessionBase --
+
+    def load(self) -> dict[str, Any]:
+        assert self.session_key is not None
+        ids = storage_ids(self.session_key)
+        keyspace = self.keyspace
+        try:
+            client = keyspace.client(write=False)
+            if len(ids) == 1:
+                rows = [client.hmget(keyspace.session(ids[0]), LOAD_FIELDS)]
+            else:
+                pipe = client.pipeline(transaction=False)
+                for pid in ids:
+                    pipe.hmget(keyspace.session(pid), LOAD_FIELDS)
+                rows = pipe.execute()
+        except UNAVAILABLE as exc:
+            logger.error(
+                "Redis (cache %r) could not be reached to load a session; serving an "
+                "empty one and refusing to save it: %s",
+                self._cache_alias,
+                type(exc).__name__,
+            )
+            # Keep the key: the cookie must survive the outage, and a save must fail.
+            self._unreadable = True
+            return {}
+        now = to_ms(timezone.now())
+        for pid, (data, activity, expiry) in zip(ids, rows, strict=True):
+            if data is None:
+                continue
+            if expiry is None or int(expiry) <= now:
+                break  # expired by Django's clock, which may run ahead of Redis's TTL
+            self._stored_pid = pid
+            self.loaded_activity = from_ms(activity)
+            return self.deserialize_data(data)
+        self._session_key = None
+        return {}
+
+    async def aload(self) -> dict[str, Any]:
+        return await sync_to_async(self.load, thread_sensitive=False)()
+
+    def exists(self, session_key: str | None) -> bool:
+        if not session_key:
+            return False
+        keyspace = self.keyspace
+        try:
+            client = keyspace.client(write=False)
+            return bool(client.exists(*(keyspace.session(pid) for pid in storage_ids(session_key))))
+        except UNAVAILABLE as exc:
+            raise self._unavailable("look up", exc) from exc
+
+    async def aexists(self, session_key: str | None) -> bool:
+        return await sync_to_async(self.exists, thread_sensitive=False)(session_key)
+
+    def create(self) -> None:
+        if self._unreadable:
+            raise SessionStorageUnavailable("The session could not be read; it is not replaced.")
+        for _ in range(CREATE_ATTEMPTS):
+            # No exists() round trip first: the save script refuses a taken key.
+            self._session_key = get_random_string(32, VALID_KEY_CHARS)
+            try:
+                self.save(must_create=True)
+            except CreateError:
+                continue
+            self.modified = True
+            return
+        raise RuntimeError("Unable to create a new session key.")
+
+    async def acreate(self) -> None:
+        await sync_to_async(self.create, thread_sensitive=False)()
+
+    def save(self, must_create: bool = False) -> None:
+        if self.session_key is None:
+            return self.create()
+        if self._unreadable:
+            raise SessionStorageUnavailable("The session could not be read; it is not overwritten.")
+        data = self._get_session(no_load=must_create)  # type: ignore[attr-defined]
+        now = timezone.now()
+        user_id = self.user_id_from(data)
+        pid = storage_ids(self.session_key)[0]
+        moved = "" if must_create or self._stored_pid in (None, pid) else self._stored_pid
+        try:
+            result = self.keyspace.run(
+                SAVE_SCRIPT,
+                "create" if must_create else "update",
+                pid,
+                to_ms(now),
+                self.get_expiry_age(modification=now),
+                to_ms(self.get_expiry_date(modification=now)),
+                user_id or "",
+                "" if user_id is None else user_digest(user_id),
+                self.serialize_data(data),
+                self.session_key,
+                *self._meta_args(),
+                moved,
+            )
+        except UNAVAILABLE as exc:
+            raise self._unavailable("save", exc) from exc
+        if result == 0:
+            raise CreateError
+        if result == -1:
+            raise UpdateError
+        self._stored_pid = pid
+        self.loaded_activity = now
+
+    async def asave(self, must_create: bool = False) -> None:
+        await sync_to_async(self.save, thread_sensitive=False)(must_create)
+
+    def delete(self, session_key: str | None = None) -> None:
+        if session_key is None:
+            if self.session_key is None:
+                return
+            session_key = self.session_key
+        try:
+            self.keyspace.run(DELETE_SCRIPT, *storage_ids(session_key))
+        except UNAVAILABLE as exc:
+            # Never pretend a logout worked: the session would outlive it.
+            raise self._unavailable("delete", exc) from exc
+        if session_key == self.session_key:
+            self._stored_pid = None
+
+    async def adelete(self, session_key: str | None = None) -> None:
+        await sync_to_async(self.delete, thread_sensitive=False)(session_key)
+
+    @classmethod
+    def clear_expired(cls) -> None:
+        """Prune the index entries of expired sessions; Redis expires the sessions itself."""
+        for _ in cls.clear_expired_batches():
+            pass
+
+    @classmethod
+    async def aclear_expired(cls) -> None:
+        await sync_to_async(cls.clear_expired, thread_sensitive=False)()
+
+    @classmethod
+    def clear_expired_batches(cls, batch_size: int = 1000) -> Iterator[int]:
+        """Prune expired sessions' index entries, *batch_size* per round trip, yielding counts."""
+        return Keyspace.of(settings.SESSION_CACHE_ALIAS).prune(timezone.now(), batch_size)
+
+    # -- SessionKitStore --
+
+    def touch_activity(self, now: datetime) -> None:
+        """Write ``last_activity``, one round trip; a failure only loses this mark."""
+        if self.session_key is None or self._stored_pid is None:
+            return
+        try:
+            self.keyspace.run(TOUCH_SCRIPT, self._stored_pid, to_ms(now))
+        except UNAVAILABLE as exc:
+            logger.warning(
+                "Redis (cache %r) could not be reached to record session activity: %s",
+                self._cache_alias,
+                type(exc).__name__,
+            )
+            return
+        self.loaded_activity = now
+
+    async def atouch_activity(self, now: datetime) -> None:
+        await sync_to_async(self.touch_activity, thread_sensitive=False)(now)
+
+
+def session_fields(row: Sequence[Any]) -> dict[str, Any]:
+    """Return the metadata of a ``u, e, ip, ua, c, a`` reply as SessionInfo fields."""
+    user_id, expiry, ip, user_agent, created, activity = (text(value) for value in row)
+    return {
+        "user_id": user_id,
+        "ip": ip,
+        "user_agent": user_agent or "",
+        "created_at": from_ms(created),
+        "last_activity": from_ms(activity),
+        "expire_date": from_ms(expiry),
+    }

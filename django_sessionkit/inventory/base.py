@@ -1,0 +1,182 @@
+"""The inventory interface: one read/revoke API over every session engine.
+
+The admin, the management commands and the views use only this interface;
+they never branch on the engine themselves. A listed session is a
+:class:`SessionInfo`, which carries the session's public id but never its key.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from django.utils import timezone
+
+Status = Literal["all", "active", "expired"]
+Ordering = Literal["-last_activity", "last_activity", "-expire_date", "expire_date"]
+
+
+def wanted_users(user_id: str | None, user_ids: Collection[str] | None) -> frozenset[str] | None:
+    """Return the user ids that the *user_id* and *user_ids* filters keep; None for any user."""
+    if user_ids is None:
+        return None if user_id is None else frozenset((user_id,))
+    wanted = frozenset(str(value) for value in user_ids)
+    return wanted if user_id is None else wanted & {user_id}
+
+
+class InventoryUnavailable(Exception):
+    """The engine keeps no list of sessions that could be read; the message says why."""
+
+
+@dataclass(frozen=True)
+class Count:
+    """How many sessions there are; *exact* is False for an estimate."""
+
+    value: int
+    exact: bool = True
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Totals of an engine's sessions, as ``clearsessions --stats`` reports them."""
+
+    sessions: int
+    active: int
+    expired: int
+    oldest_expired: datetime | None
+    #: (user id, number of unexpired sessions) of the user holding the most, if any.
+    busiest_user: tuple[str, int] | None
+    exact: bool = True
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What a listed session looks like outside its engine."""
+
+    public_id: str
+    user_id: str | None
+    ip: str | None
+    user_agent: str
+    created_at: datetime | None
+    last_activity: datetime | None
+    expire_date: datetime | None
+    _load: Callable[[], dict[str, Any]] = field(repr=False, compare=False)
+    _decoded: list[dict[str, Any]] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expire_date is not None and self.expire_date <= timezone.now()
+
+    @property
+    def is_authenticated(self) -> bool:
+        return self.user_id is not None
+
+    def get_decoded(self) -> dict[str, Any]:
+        """Return the session data, decoded on first use (``{}`` when undecodable)."""
+        if not self._decoded:
+            self._decoded.append(self._load())
+        return self._decoded[0]
+
+
+class SessionInventory(abc.ABC):
+    """Read and revoke the sessions of one engine."""
+
+    #: The SESSION_ENGINE this inventory reads.
+    engine: str
+
+    #: Whether the engine records user agent, IP and activity itself.
+    records_metadata: bool = False
+
+    #: Whether the engine knows when each session was last active: the
+    #: *active_after* / *active_before* filters and :meth:`clear_inactive`
+    #: need it. Elsewhere those filters match nothing.
+    records_activity: bool = False
+
+    #: What deletes expired sessions when the storage does it itself (e.g.
+    #: ``"Redis"`` for keys with a TTL), so that :meth:`clear_expired` has
+    #: nothing to do; empty when expired sessions wait for ``clear_expired``.
+    expires_itself: str = ""
+
+    @abc.abstractmethod
+    def count(
+        self,
+        *,
+        status: Status = "all",
+        user_id: str | None = None,
+        user_ids: Collection[str] | None = None,
+        ip: str | None = None,
+        authenticated: bool | None = None,
+        active_after: datetime | None = None,
+        active_before: datetime | None = None,
+        estimate: bool = False,
+    ) -> Count:
+        """Count sessions; with *estimate*, an engine may answer from statistics.
+
+        Filters combine: *user_ids* keeps the sessions of any of these users
+        (an empty collection matches nothing); *active_after* and
+        *active_before* keep sessions last active at or after, and before, a
+        moment. On an engine that does not record activity
+        (:attr:`records_activity` is False) the activity filters match nothing.
+        """
+
+    @abc.abstractmethod
+    def page(
+        self,
+        *,
+        offset: int = 0,
+        limit: int = 100,
+        status: Status = "all",
+        user_id: str | None = None,
+        user_ids: Collection[str] | None = None,
+        ip: str | None = None,
+        authenticated: bool | None = None,
+        active_after: datetime | None = None,
+        active_before: datetime | None = None,
+        ordering: Ordering = "-last_activity",
+    ) -> list[SessionInfo]:
+        """Return one page of sessions, ordered and filtered (filters as in :meth:`count`)."""
+
+    @abc.abstractmethod
+    def get(self, public_id: str) -> SessionInfo | None:
+        """Return the session with *public_id*, or None."""
+
+    @abc.abstractmethod
+    def for_user(self, user_id: str) -> list[SessionInfo]:
+        """Return the unexpired sessions of *user_id*, newest activity first."""
+
+    @abc.abstractmethod
+    def revoke(self, public_id: str) -> bool:
+        """Delete the session with *public_id*; return whether it existed."""
+
+    @abc.abstractmethod
+    def revoke_user(self, user_id: str, *, keep: str | None = None) -> int:
+        """Delete every session of *user_id* except the one whose public id is *keep*."""
+
+    @abc.abstractmethod
+    def clear_expired(self, *, batch_size: int = 1000) -> Iterator[int]:
+        """Delete expired sessions in batches, yielding the count after each batch.
+
+        The caller may stop between batches (a signal, a time limit) and run
+        it again later to carry on.
+        """
+
+    def stats(self) -> Stats:
+        """Return the totals of this engine's sessions; this may read every session."""
+        raise NotImplementedError
+
+    def clear_inactive(self, *, before: datetime, batch_size: int = 1000) -> Iterator[int]:
+        """Delete sessions last active before *before*, in batches, yielding each count.
+
+        Expired or not, a session idle since before *before* goes. Only
+        engines that record activity can tell; the others raise
+        :class:`InventoryUnavailable` when called, before deleting anything
+        (implementations check their arguments when called, not on the
+        first batch, so that a caller can validate before it starts).
+        """
+        raise InventoryUnavailable(
+            f"The session engine {self.engine!r} does not record when a session was last "
+            f"active, so idle sessions cannot be told apart."
+        )

@@ -1,0 +1,602 @@
+"""Inventory of the database engines: stock ``db``/``cached_db`` and ours.
+
+With sessionkit's model (or any session model with the same metadata fields)
+every lookup is one indexed query and listing never decodes session data.
+On a model without metadata ("stock mode": Django's ``django_session`` or a
+custom ``AbstractBaseSession``) the user is only known from the decoded
+``_auth_user_id``, so per-user lookups stream through the table, decoding
+each unexpired session, in chunks that keep memory bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator
+from datetime import datetime
+from importlib import import_module
+from operator import itemgetter
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import SESSION_KEY
+from django.contrib.sessions.backends.base import SessionBase
+from django.contrib.sessions.backends.cached_db import SessionStore as CachedDBStore
+from django.core.cache import caches
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_ipv46_address
+from django.db import connections, router, transaction
+from django.db.models import Count as CountOf
+from django.db.models import Model, Q, QuerySet
+from django.utils import timezone
+from django.utils.functional import cached_property
+
+from django_sessionkit.inventory.base import (
+    Count,
+    Ordering,
+    SessionInfo,
+    SessionInventory,
+    Stats,
+    Status,
+    wanted_users,
+)
+from django_sessionkit.public_id import public_id as public_id_of
+
+logger = logging.getLogger(__name__)
+
+METADATA_FIELDS = ("public_id", "user", "ip", "user_agent", "created_at", "last_activity")
+#: Rows fetched per round trip when streaming through the table.
+CHUNK_SIZE = 2000
+#: The columns a listed session is made of; never the key, never the data.
+INFO_FIELDS = (
+    "public_id",
+    "user_id",
+    "ip",
+    "user_agent",
+    "created_at",
+    "last_activity",
+    "expire_date",
+)
+ORDERINGS = ("-last_activity", "last_activity", "-expire_date", "expire_date")
+
+
+def has_metadata(model: type[Model]) -> bool:
+    """Whether *model* records the metadata of sessionkit's ``Session``."""
+    names = {f.name for f in model._meta.get_fields()}
+    return all(name in names for name in METADATA_FIELDS)
+
+
+class ModelInventory(SessionInventory):
+    """Read and revoke the sessions of a database-backed engine.
+
+    ``clear_expired`` deletes with one raw ``DELETE`` per batch of keys:
+    ``pre_delete``/``post_delete`` receivers of the session model are not
+    called for expired sessions. (Django's ``clearsessions`` runs
+    ``QuerySet.delete()``, which loads every expired row into memory as soon
+    as any such receiver is connected.) The exception is a custom session
+    model that other models point to: its batches go through the ORM so that
+    ``on_delete`` applies, and receivers are then called. ``revoke`` and
+    ``revoke_user`` always delete through the ORM, so receivers hear of
+    revoked sessions. ``clear_inactive`` deletes in the same batches.
+
+    Without metadata no activity is known: the ``active_after`` /
+    ``active_before`` filters match nothing and ``clear_inactive`` raises
+    :class:`~django_sessionkit.inventory.base.InventoryUnavailable`.
+    """
+
+    def __init__(self, engine: str) -> None:
+        self.engine = engine
+        self.store_class: type[SessionBase] = import_module(engine).SessionStore
+        self.model: type[Model] = self.store_class.get_model_class()
+        self.records_metadata = self.records_activity = has_metadata(self.model)
+        # cached_db keeps a copy of each session in the cache: revoking must evict it.
+        self.cached = issubclass(self.store_class, CachedDBStore)
+
+    # -- helpers ------------------------------------------------------------
+
+    @property
+    def _objects(self) -> QuerySet[Any]:
+        return self.model._default_manager.using(router.db_for_read(self.model))
+
+    @property
+    def _write_db(self) -> str:
+        return router.db_for_write(self.model)
+
+    @cached_property
+    def _decoder(self) -> SessionBase:
+        return self.store_class()
+
+    def _decode(self, session_data: str) -> dict[str, Any]:
+        try:
+            decoded = self._decoder.decode(session_data)
+        except Exception:
+            logger.warning("Undecodable session data in %s", self.model._meta.db_table)
+            return {}
+        return decoded if isinstance(decoded, dict) else {}
+
+    @staticmethod
+    def _status_q(status: Status, now: datetime) -> Q:
+        if status == "active":
+            return Q(expire_date__gt=now)
+        if status == "expired":
+            return Q(expire_date__lte=now)
+        if status == "all":
+            return Q()
+        raise ValueError(f"Unknown status {status!r}; use 'all', 'active' or 'expired'.")
+
+    def _user_pk(self, user_id: str) -> Any:
+        """Return *user_id* as the user model's primary key value; ValidationError if not one."""
+        field = self.model._meta.get_field("user").target_field  # type: ignore[union-attr]
+        return field.to_python(user_id)
+
+    @staticmethod
+    def _valid_ip(ip: str) -> bool:
+        try:
+            validate_ipv46_address(ip)
+        except ValidationError:
+            return False
+        return True
+
+    def _evict(self, session_keys: Iterable[str], *, strict: bool = True) -> None:
+        """Drop the cached copies of *session_keys* so that cached_db cannot serve them.
+
+        A failure raises when *strict*; otherwise (expired sessions, which the
+        cache drops at their own expiry anyway) it is logged.
+        """
+        if not self.cached:
+            return
+        prefix = self.store_class.cache_key_prefix  # type: ignore[attr-defined]
+        keys = [prefix + key for key in session_keys]
+        if not keys:
+            return
+        try:
+            caches[settings.SESSION_CACHE_ALIAS].delete_many(keys)
+        except Exception:
+            if not strict:
+                logger.warning(
+                    "Could not evict %d expired session(s) from the cache %r; they expire "
+                    "there on their own",
+                    len(keys),
+                    settings.SESSION_CACHE_ALIAS,
+                    exc_info=True,
+                )
+                return
+            # The rows are gone but cached_db would still serve these sessions from
+            # the cache until they expire there: the caller must hear of it.
+            logger.exception(
+                "Revoked %d session(s) in the database but could not evict them from the cache %r",
+                len(keys),
+                settings.SESSION_CACHE_ALIAS,
+            )
+            raise
+
+    def _delete_keys(self, session_keys: list[str]) -> int:
+        """Delete the sessions *session_keys*, evict their cached copies, return the count."""
+        if not session_keys:
+            return 0
+        deleted = 0
+        for start in range(0, len(session_keys), CHUNK_SIZE):
+            chunk = session_keys[start : start + CHUNK_SIZE]
+            _, per_model = (
+                self.model._default_manager.using(self._write_db).filter(pk__in=chunk).delete()
+            )
+            deleted += per_model.get(self.model._meta.label, 0)
+            self._evict(chunk)
+        return deleted
+
+    # -- stock mode: the user is in the session data -------------------------
+
+    def _stock_info(
+        self, session_key: str, data: dict[str, Any], expire_date: datetime
+    ) -> SessionInfo:
+        user_id = data.get(SESSION_KEY)
+        return SessionInfo(
+            public_id=public_id_of(session_key),
+            user_id=None if user_id is None else str(user_id),
+            ip=None,
+            user_agent="",
+            created_at=None,
+            last_activity=None,
+            expire_date=expire_date,
+            _load=lambda: data,
+        )
+
+    @staticmethod
+    def _rows(queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.values_list("session_key", "session_data", "expire_date")
+
+    def _stream(self, rows: QuerySet[Any]) -> Iterator[tuple[str, dict[str, Any], datetime]]:
+        """Decode *rows* of ``_rows()``, fetching CHUNK_SIZE rows per round trip."""
+        for session_key, session_data, expire_date in rows.iterator(chunk_size=CHUNK_SIZE):
+            yield session_key, self._decode(session_data), expire_date
+
+    @staticmethod
+    def _stock_matches(
+        data: dict[str, Any], users: frozenset[str] | None, authenticated: bool | None
+    ) -> bool:
+        stored = data.get(SESSION_KEY)
+        if users is not None and (stored is None or str(stored) not in users):
+            return False
+        return authenticated is None or (stored is not None) == authenticated
+
+    # -- SessionInventory -----------------------------------------------------
+
+    def _filtered(
+        self,
+        status: Status,
+        users: frozenset[str] | None,
+        ip: str | None = None,
+        authenticated: bool | None = None,
+        active_after: datetime | None = None,
+        active_before: datetime | None = None,
+    ) -> QuerySet[Any] | None:
+        """Return the metadata query for the filters, or None when nothing can match."""
+        queryset = self._objects.filter(self._status_q(status, timezone.now()))
+        if users is not None:
+            pks = []
+            for user_id in users:
+                try:
+                    pks.append(self._user_pk(user_id))
+                except ValidationError:
+                    continue  # no session can point to a user the model cannot hold
+            if not pks:
+                return None
+            queryset = queryset.filter(user_id__in=pks)
+        if authenticated is not None:
+            queryset = queryset.filter(user__isnull=not authenticated)
+        if ip is not None:
+            # inet columns (PostgreSQL) reject malformed addresses with an error.
+            if not self._valid_ip(ip):
+                return None
+            queryset = queryset.filter(ip=ip)
+        if active_after is not None:
+            queryset = queryset.filter(last_activity__gte=active_after)
+        if active_before is not None:
+            queryset = queryset.filter(last_activity__lt=active_before)
+        return queryset
+
+    def _stock_cannot_match(
+        self,
+        users: frozenset[str] | None,
+        ip: str | None,
+        active_after: datetime | None,
+        active_before: datetime | None,
+    ) -> bool:
+        """Whether, without metadata, nothing can match: no address, no activity recorded."""
+        return (
+            ip is not None
+            or active_after is not None
+            or active_before is not None
+            or users == frozenset()
+        )
+
+    def count(
+        self,
+        *,
+        status: Status = "all",
+        user_id: str | None = None,
+        user_ids: Collection[str] | None = None,
+        ip: str | None = None,
+        authenticated: bool | None = None,
+        active_after: datetime | None = None,
+        active_before: datetime | None = None,
+        estimate: bool = False,
+    ) -> Count:
+        """Count sessions; *estimate* reads PostgreSQL's statistics when nothing is filtered."""
+        self._status_q(status, timezone.now())  # rejects an unknown status
+        users = wanted_users(user_id, user_ids)
+        unfiltered = (
+            status == "all"
+            and users is None
+            and ip is None
+            and authenticated is None
+            and active_after is None
+            and active_before is None
+        )
+        if estimate and unfiltered:
+            estimated = self._estimate()
+            if estimated is not None:
+                return Count(estimated, exact=False)
+        if not self.records_metadata:
+            if self._stock_cannot_match(users, ip, active_after, active_before):
+                return Count(0)
+            queryset = self._objects.filter(self._status_q(status, timezone.now()))
+            if users is None and authenticated is None:
+                return Count(queryset.count())
+            return Count(
+                sum(
+                    1
+                    for _, data, _ in self._stream(self._rows(queryset))
+                    if self._stock_matches(data, users, authenticated)
+                )
+            )
+        filtered = self._filtered(status, users, ip, authenticated, active_after, active_before)
+        return Count(0 if filtered is None else filtered.count())
+
+    def _estimate(self) -> int | None:
+        """Return PostgreSQL's row estimate for the table, None where there is none."""
+        connection = connections[router.db_for_read(self.model)]
+        if connection.vendor != "postgresql":
+            return None
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+                [connection.ops.quote_name(self.model._meta.db_table)],
+            )
+            row = cursor.fetchone()
+        # reltuples is -1 (PostgreSQL 14+) or 0 until the table is first analyzed.
+        if row is None or row[0] is None or row[0] <= 0:
+            return None
+        return int(row[0])
+
+    def page(
+        self,
+        *,
+        offset: int = 0,
+        limit: int = 100,
+        status: Status = "all",
+        user_id: str | None = None,
+        user_ids: Collection[str] | None = None,
+        ip: str | None = None,
+        authenticated: bool | None = None,
+        active_after: datetime | None = None,
+        active_before: datetime | None = None,
+        ordering: Ordering = "-last_activity",
+    ) -> list[SessionInfo]:
+        """Return one page of sessions.
+
+        Without metadata there is no ``last_activity``: ordering by it orders
+        by ``expire_date``, which a save moves forward just as activity does.
+        """
+        if ordering not in ORDERINGS:
+            raise ValueError(f"Unknown ordering {ordering!r}; use one of {ORDERINGS}.")
+        self._status_q(status, timezone.now())  # rejects an unknown status
+        offset, limit = max(offset, 0), max(limit, 0)
+        if limit == 0:
+            return []
+        users = wanted_users(user_id, user_ids)
+        if not self.records_metadata:
+            if self._stock_cannot_match(users, ip, active_after, active_before):
+                return []
+            return self._stock_page(offset, limit, status, users, authenticated, ordering)
+        queryset = self._filtered(status, users, ip, authenticated, active_after, active_before)
+        if queryset is None:
+            return []
+        # The key breaks ties so that pages neither skip nor repeat a session.
+        rows = queryset.order_by(ordering, "pk").values_list(*INFO_FIELDS)[offset : offset + limit]
+        return [self._info(*row) for row in rows]
+
+    def _stock_page(
+        self,
+        offset: int,
+        limit: int,
+        status: Status,
+        users: frozenset[str] | None,
+        authenticated: bool | None,
+        ordering: Ordering,
+    ) -> list[SessionInfo]:
+        order = ordering.replace("last_activity", "expire_date")
+        rows = self._rows(
+            self._objects.filter(self._status_q(status, timezone.now())).order_by(order, "pk")
+        )
+        if users is None and authenticated is None:
+            return [self._stock_info(*row) for row in self._stream(rows[offset : offset + limit])]
+        found: list[SessionInfo] = []
+        skipped = 0
+        for session_key, data, expire_date in self._stream(rows):
+            if not self._stock_matches(data, users, authenticated):
+                continue
+            if skipped < offset:
+                skipped += 1
+                continue
+            found.append(self._stock_info(session_key, data, expire_date))
+            if len(found) == limit:
+                break
+        return found
+
+    def _info(
+        self,
+        public_id: str,
+        user_id: Any,
+        ip: str | None,
+        user_agent: str,
+        created_at: datetime | None,
+        last_activity: datetime | None,
+        expire_date: datetime,
+    ) -> SessionInfo:
+        return SessionInfo(
+            public_id=public_id,
+            user_id=None if user_id is None else str(user_id),
+            ip=ip,
+            user_agent=user_agent,
+            created_at=created_at,
+            last_activity=last_activity,
+            expire_date=expire_date,
+            _load=self._loader(public_id),
+        )
+
+    def _loader(self, public_id: str) -> Callable[[], dict[str, Any]]:
+        """Return a function that fetches and decodes the data of *public_id* when called."""
+
+        def load() -> dict[str, Any]:
+            rows = self._objects.filter(public_id=public_id).values_list("session_data", flat=True)
+            session_data = rows.first()
+            return {} if session_data is None else self._decode(session_data)
+
+        return load
+
+    def get(self, public_id: str) -> SessionInfo | None:
+        """Return the session with *public_id*, expired or not.
+
+        Without metadata this computes the public id of every key in the
+        table (no decoding, one keyed hash per row) until it finds a match.
+        """
+        if not self.records_metadata:
+            for session_key in self._stock_keys(public_id):
+                rows = self._objects.filter(pk=session_key).values_list(
+                    "session_data", "expire_date"
+                )
+                for session_data, expire_date in rows:
+                    return self._stock_info(session_key, self._decode(session_data), expire_date)
+            return None
+        row = self._objects.filter(public_id=public_id).values_list(*INFO_FIELDS).first()
+        return None if row is None else self._info(*row)
+
+    def _stock_keys(self, public_id: str) -> Iterator[str]:
+        """Yield the key whose public id is *public_id*, hashing every key in the table."""
+        keys = self._objects.order_by().values_list("session_key", flat=True)
+        for session_key in keys.iterator(chunk_size=CHUNK_SIZE):
+            if public_id_of(session_key) == public_id:
+                yield session_key
+                return
+
+    def _stock_user_rows(self, user_id: str) -> Iterator[tuple[str, dict[str, Any], datetime]]:
+        live = self._objects.filter(expire_date__gt=timezone.now()).order_by()
+        users = frozenset((user_id,))
+        for session_key, data, expire_date in self._stream(self._rows(live)):
+            if self._stock_matches(data, users, None):
+                yield session_key, data, expire_date
+
+    def for_user(self, user_id: str) -> list[SessionInfo]:
+        """Return the unexpired sessions of *user_id*, newest activity first."""
+        if not self.records_metadata:
+            # Without activity, the latest expiry is the latest save.
+            stock_rows = sorted(self._stock_user_rows(user_id), key=itemgetter(2), reverse=True)
+            return [self._stock_info(*row) for row in stock_rows]
+        queryset = self._filtered("active", frozenset((user_id,)))
+        if queryset is None:
+            return []
+        rows = queryset.order_by("-last_activity", "pk").values_list(*INFO_FIELDS)
+        return [self._info(*row) for row in rows]
+
+    def revoke(self, public_id: str) -> bool:
+        """Delete the session with *public_id* (and its cached copy); return whether it existed."""
+        if not self.records_metadata:
+            matches = list(self._stock_keys(public_id))
+        else:
+            matches = list(
+                self._objects.filter(public_id=public_id).values_list("session_key", flat=True)
+            )
+        return self._delete_keys(matches) > 0
+
+    def revoke_user(self, user_id: str, *, keep: str | None = None) -> int:
+        """Delete the unexpired sessions of *user_id* except *keep*; return how many."""
+        if not self.records_metadata:
+            keys = [
+                key
+                for key, _, _ in self._stock_user_rows(user_id)
+                if keep is None or public_id_of(key) != keep
+            ]
+            return self._delete_keys(keys)
+        queryset = self._filtered("active", frozenset((user_id,)))
+        if queryset is None:
+            return 0
+        if keep is not None:
+            queryset = queryset.exclude(public_id=keep)
+        return self._delete_keys(list(queryset.values_list("session_key", flat=True)))
+
+    def stats(self) -> Stats:
+        """Return the totals: a few queries on the ``expire_date`` index, one GROUP BY user.
+
+        Without metadata the busiest user is found by decoding every
+        unexpired session, streamed in chunks; memory grows with the number
+        of distinct users, not of sessions.
+        """
+        now = timezone.now()
+        sessions = self._objects.count()
+        expired_rows = self._objects.filter(expire_date__lte=now)
+        expired = expired_rows.count()
+        oldest_expired = (
+            expired_rows.order_by("expire_date").values_list("expire_date", flat=True).first()
+        )
+        busiest: tuple[str, int] | None = None
+        live = self._objects.filter(expire_date__gt=now)
+        if self.records_metadata:
+            top = (
+                live.filter(user__isnull=False)
+                .values("user")
+                .annotate(sessions=CountOf("pk"))
+                .order_by("-sessions", "user")
+                .values_list("user", "sessions")
+                .first()
+            )
+            if top is not None:
+                busiest = (str(top[0]), top[1])
+        else:
+            per_user: Counter[str] = Counter()
+            for _, data, _ in self._stream(self._rows(live.order_by())):
+                stored = data.get(SESSION_KEY)
+                if stored is not None:
+                    per_user[str(stored)] += 1
+            if per_user:
+                # The most sessions; among equals, the smallest id, as with metadata.
+                busiest = min(per_user.items(), key=lambda item: (-item[1], item[0]))
+        return Stats(
+            sessions=sessions,
+            active=sessions - expired,
+            expired=expired,
+            oldest_expired=oldest_expired,
+            busiest_user=busiest,
+        )
+
+    def clear_expired(self, *, batch_size: int = 1000) -> Iterator[int]:
+        """Delete sessions that expired before now, *batch_size* at a time.
+
+        Each batch selects the oldest expired keys through the ``expire_date``
+        index and deletes them in its own short transaction, re-checking the
+        expiry so that a session renewed meanwhile is kept. Delete signals are
+        not sent (see the class). With cached_db the batch's cache entries are
+        evicted after the commit; a cache that cannot be reached is only
+        logged, since those entries expire with the sessions anyway.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1.")
+        now = timezone.now()
+        return self._delete_batches(Q(expire_date__lt=now), "expire_date", batch_size, strict=False)
+
+    def clear_inactive(self, *, before: datetime, batch_size: int = 1000) -> Iterator[int]:
+        """Delete sessions last active before *before*, expired or not, *batch_size* at a time.
+
+        Batches as :meth:`clear_expired`, through the ``last_activity`` index;
+        a session active again meanwhile is kept. With cached_db, failing to
+        evict a batch's cache entries raises: they would keep the deleted,
+        unexpired sessions alive.
+        """
+        if not self.records_activity:
+            return super().clear_inactive(before=before, batch_size=batch_size)
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1.")
+        return self._delete_batches(
+            Q(last_activity__lt=before), "last_activity", batch_size, strict=True
+        )
+
+    def _delete_batches(
+        self, condition: Q, order: str, batch_size: int, *, strict: bool
+    ) -> Iterator[int]:
+        """Delete the rows matching *condition*, oldest *order* first, one transaction a batch."""
+        using = self._write_db
+        manager = self.model._default_manager.db_manager(using)
+        while True:
+            with transaction.atomic(using=using):
+                keys = list(
+                    manager.filter(condition)
+                    .order_by(order)
+                    .values_list("pk", flat=True)[:batch_size]
+                )
+                if not keys:
+                    return
+                batch = manager.filter(condition, pk__in=keys)
+                if self.model._meta.related_objects:
+                    # A custom model that other rows point to: let the ORM cascade
+                    # (and send signals); a batch bounds what it loads.
+                    deleted = batch.delete()[1].get(self.model._meta.label, 0)
+                else:
+                    # One DELETE statement; QuerySet.delete() would load every row
+                    # to send signals whenever a receiver is connected.
+                    deleted = batch._raw_delete(using)
+            # After the commit: evicted earlier, a concurrent read could refill
+            # the cache from the row before it is gone.
+            self._evict(keys, strict=strict)
+            yield deleted
+            if len(keys) < batch_size:
+                return

@@ -1,0 +1,591 @@
+"""Inventory of sessions in Redis: sessionkit's redis engine, and Django's cache engine.
+
+:class:`RedisInventory` reads the indexes that ``django_sessionkit.backends.redis``
+keeps (see that module): counting is a few commands, a user's sessions cost
+O(their number) in one round trip, paging skips whole chunks of the expiry
+index. Redis pages are ordered by expiry: no index orders sessions by
+activity (it would add as much memory as the expiry index), so the
+``last_activity`` orderings are served by expiry, which moves with every save.
+The sessions of one user are few, so :meth:`RedisInventory.for_user` and pages
+filtered by user are ordered by their real ``last_activity``.
+
+:class:`StockCacheInventory` lists Django's ``cache`` engine on django-redis,
+which keeps no index: every operation SCANs the cache's session keys with a
+large COUNT and pipelines the GETs and PTTLs, O(keys in the Redis database).
+Redis expires those sessions itself, so there is nothing to clear.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import heapq
+import logging
+import re
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timedelta
+from importlib import import_module
+from itertools import islice
+from operator import itemgetter
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import SESSION_KEY
+from django.contrib.sessions.backends.base import VALID_KEY_CHARS, SessionBase
+from django.core.cache import caches
+from django.utils import timezone
+
+from django_sessionkit.backends import redis as backend
+from django_sessionkit.inventory.base import (
+    Count,
+    InventoryUnavailable,
+    Ordering,
+    SessionInfo,
+    SessionInventory,
+    Status,
+)
+from django_sessionkit.public_id import public_id as public_id_of
+
+logger = logging.getLogger(__name__)
+
+OUR_ENGINE = "django_sessionkit.backends.redis"
+STOCK_CACHE_ENGINE = "django.contrib.sessions.backends.cache"
+ORDERINGS = ("-last_activity", "last_activity", "-expire_date", "expire_date")
+STATUSES = ("all", "active", "expired")
+PUBLIC_ID = re.compile(r"[0-9a-f]{32}")
+#: Keys SCAN looks at per round trip: large, so that millions of keys take
+#: thousands of round trips rather than millions.
+SCAN_COUNT = 10_000
+#: Random keys sampled to estimate how many of a database's keys are sessions.
+ESTIMATE_SAMPLE = 200
+KEY_CHARS = frozenset(VALID_KEY_CHARS)
+
+
+def django_redis_cache(alias: str, engine: str) -> Any:
+    """Return the django-redis cache *alias*, or raise InventoryUnavailable saying why not."""
+    cache = caches[alias]
+    try:
+        from django_redis.cache import RedisCache
+    except ImportError:
+        RedisCache = None
+    if RedisCache is None or not isinstance(cache, RedisCache):
+        backend = f"{type(cache).__module__}.{type(cache).__qualname__}"
+        raise InventoryUnavailable(
+            f"The session engine {engine!r} keeps sessions in the cache {alias!r} "
+            f"({backend}), which cannot list its keys. Sessions in a cache can be listed "
+            f"only on django-redis (django_redis.cache.RedisCache)."
+        )
+    if not hasattr(cache.client, "get_client"):
+        raise InventoryUnavailable(
+            f"The cache {alias!r} uses {type(cache.client).__qualname__}, which spreads keys "
+            f"over several servers; its sessions cannot be listed."
+        )
+    return cache
+
+
+def _check(status: Status, ordering: Ordering = "-expire_date") -> None:
+    if status not in STATUSES:
+        raise ValueError(f"Unknown status {status!r}; use 'all', 'active' or 'expired'.")
+    if ordering not in ORDERINGS:
+        raise ValueError(f"Unknown ordering {ordering!r}; use one of {', '.join(ORDERINGS)}.")
+
+
+def _matches(
+    info: SessionInfo, status: Status, ip: str | None, authenticated: bool | None, now: datetime
+) -> bool:
+    expired = info.expire_date is not None and info.expire_date <= now
+    if (status == "active" and expired) or (status == "expired" and not expired):
+        return False
+    if ip is not None and info.ip != ip:
+        return False
+    return authenticated is None or info.is_authenticated == authenticated
+
+
+def _sort_key(ordering: Ordering) -> Callable[[SessionInfo], float]:
+    """Sort by the ordering's field; a session without that field sorts first."""
+    field = ordering.lstrip("-")
+
+    def key(info: SessionInfo) -> float:
+        moment = getattr(info, field)
+        return float("-inf") if moment is None else float(moment.timestamp())
+
+    return key
+
+
+class RedisInventory(SessionInventory):
+    """Read and revoke the sessions of ``django_sessionkit.backends.redis``."""
+
+    records_metadata = True
+
+    def __init__(self, engine: str = OUR_ENGINE, cache_alias: str | None = None) -> None:
+        self.engine = engine
+        self.store_class: type[SessionBase] = import_module(engine).SessionStore
+        self.cache_alias = cache_alias or settings.SESSION_CACHE_ALIAS
+        django_redis_cache(self.cache_alias, engine)
+
+    # -- helpers ------------------------------------------------------------
+
+    @property
+    def keyspace(self) -> backend.Keyspace:
+        return backend.Keyspace.of(self.cache_alias)
+
+    def _loader(self, pid: str) -> Callable[[], dict[str, Any]]:
+        def load() -> dict[str, Any]:
+            keyspace = self.keyspace
+            data = keyspace.client(write=False).hget(keyspace.session(pid), "d")
+            if data is None:
+                return {}
+            return self.store_class().deserialize_data(data)  # type: ignore[attr-defined]
+
+        return load
+
+    def _info(self, pid: str, row: Sequence[Any]) -> SessionInfo:
+        """Build the SessionInfo of a ``u, e, ip, ua, c, a`` reply."""
+        return SessionInfo(public_id=pid, _load=self._loader(pid), **backend.session_fields(row))
+
+    def _entries(self, reply: Sequence[Any]) -> list[SessionInfo]:
+        """Parse PAGE / CHUNK replies: member, score, u, ip, ua, c, a per entry."""
+        infos = []
+        for i in range(0, len(reply), 7):
+            member, score, user_id, ip, user_agent, created, activity = reply[i : i + 7]
+            pid = str(backend.text(member)).split(":", 1)[0]
+            expiry = int(float(score))
+            infos.append(self._info(pid, (user_id, expiry, ip, user_agent, created, activity)))
+        return infos
+
+    def _user_sessions(self, user_id: str) -> list[SessionInfo]:
+        """Return every stored session of *user_id*, expired ones included: one round trip."""
+        reply = self.keyspace.run(
+            backend.USER_SCRIPT, user_id, backend.user_digest(user_id), "list", ""
+        )
+        return [
+            self._info(str(backend.text(reply[i])), reply[i + 1 : i + 7])
+            for i in range(0, len(reply), 7)
+        ]
+
+    def _bounds(self, status: Status, now: datetime) -> tuple[str, str]:
+        now_ms = backend.to_ms(now)
+        if status == "active":
+            return f"({now_ms}", "+inf"
+        if status == "expired":
+            return "-inf", str(now_ms)
+        return "-inf", "+inf"
+
+    def _walk(self, status: Status, descending: bool, now: datetime) -> Iterator[SessionInfo]:
+        """Yield the sessions in expiry order, one chunk of the index per round trip.
+
+        For filters no index answers (IP, authenticated). Under concurrent
+        writes a session may be listed twice or missed, as chunks split and merge.
+        """
+        keyspace = self.keyspace
+        lo, hi = self._bounds(status, now)
+        chunk_ids = keyspace.client().zrange(f"{keyspace.base}:x:d", 0, -1)
+        if descending:
+            chunk_ids.reverse()
+        flag = "1" if descending else "0"
+        for chunk_id in chunk_ids:
+            yield from self._entries(keyspace.run(backend.CHUNK_SCRIPT, chunk_id, lo, hi, flag))
+
+    # -- SessionInventory -----------------------------------------------------
+
+    def count(
+        self,
+        *,
+        status: Status = "all",
+        user_id: str | None = None,
+        ip: str | None = None,
+        authenticated: bool | None = None,
+        estimate: bool = False,
+    ) -> Count:
+        """Count sessions: exact and cheap, except with *ip*, which walks every session.
+
+        "expired" counts sessions whose index entries still await pruning.
+        """
+        _check(status)
+        now = timezone.now()
+        if user_id is not None:
+            sessions = self._user_sessions(user_id)
+            return Count(sum(_matches(s, status, ip, authenticated, now) for s in sessions))
+        if ip is not None:
+            walk = self._walk(status, False, now)
+            return Count(sum(_matches(s, status, ip, authenticated, now) for s in walk))
+        total, expired, auth, expired_auth = (
+            int(value) for value in self.keyspace.run(backend.COUNT_SCRIPT, backend.to_ms(now))
+        )
+        if authenticated is True:
+            total, expired = auth, expired_auth
+        elif authenticated is False:
+            total, expired = total - auth, expired - expired_auth
+        return Count({"all": total, "active": total - expired, "expired": expired}[status])
+
+    def page(
+        self,
+        *,
+        offset: int = 0,
+        limit: int = 100,
+        status: Status = "all",
+        user_id: str | None = None,
+        ip: str | None = None,
+        authenticated: bool | None = None,
+        ordering: Ordering = "-last_activity",
+    ) -> list[SessionInfo]:
+        """Return a page ordered by expiry (``last_activity`` orderings too, see the module).
+
+        Filtered by user, the page is ordered as asked. Unfiltered, whole
+        chunks before *offset* are skipped by their count; filtered by IP or
+        authentication, sessions are walked in order until the page is full.
+        """
+        _check(status, ordering)
+        if offset < 0 or limit < 0:
+            raise ValueError("offset and limit must not be negative.")
+        now = timezone.now()
+        descending = ordering.startswith("-")
+        if user_id is not None:
+            sessions = [
+                s
+                for s in self._user_sessions(user_id)
+                if _matches(s, status, ip, authenticated, now)
+            ]
+            sessions.sort(key=_sort_key(ordering), reverse=descending)
+            return sessions[offset : offset + limit]
+        if ip is not None or authenticated is not None:
+            walk = (
+                s
+                for s in self._walk(status, descending, now)
+                if _matches(s, status, ip, authenticated, now)
+            )
+            return list(islice(walk, offset, offset + limit))
+        if limit == 0:
+            return []
+        lo, hi = self._bounds(status, now)
+        reply = self.keyspace.run(
+            backend.PAGE_SCRIPT, lo, hi, offset, limit, "1" if descending else "0"
+        )
+        return self._entries(reply)
+
+    def get(self, public_id: str) -> SessionInfo | None:
+        if not PUBLIC_ID.fullmatch(public_id):
+            return None
+        keyspace = self.keyspace
+        row = keyspace.client(write=False).hmget(
+            keyspace.session(public_id), ("u", "e", "ip", "ua", "c", "a")
+        )
+        if row[1] is None:
+            return None
+        return self._info(public_id, row)
+
+    def for_user(self, user_id: str) -> list[SessionInfo]:
+        """Return the user's unexpired sessions, newest activity first: one round trip."""
+        now = timezone.now()
+        sessions = [
+            s for s in self._user_sessions(user_id) if _matches(s, "active", None, None, now)
+        ]
+        sessions.sort(key=_sort_key("-last_activity"), reverse=True)
+        return sessions
+
+    def revoke(self, public_id: str) -> bool:
+        if not PUBLIC_ID.fullmatch(public_id):
+            return False
+        return bool(self.keyspace.run(backend.DELETE_SCRIPT, public_id))
+
+    def revoke_user(self, user_id: str, *, keep: str | None = None) -> int:
+        """Delete the user's sessions but *keep*, in one round trip; return how many."""
+        return int(
+            self.keyspace.run(
+                backend.USER_SCRIPT, user_id, backend.user_digest(user_id), "revoke", keep or ""
+            )
+        )
+
+    def clear_expired(self, *, batch_size: int = 1000) -> Iterator[int]:
+        """Prune expired sessions from the indexes, *batch_size* entries per round trip.
+
+        Redis deletes the sessions themselves when their TTL runs out; what is
+        left are their index entries (and sessions that Django's clock, ahead
+        of Redis's, already sees as expired).
+        """
+        return self.keyspace.prune(timezone.now(), batch_size)
+
+    # -- for migratesessions ---------------------------------------------------
+
+    def export_sessions(
+        self, *, batch_size: int = 1000
+    ) -> Iterator[tuple[str, dict[str, Any], datetime]]:
+        """Yield ``(session key, data, expiry)`` of every unexpired session.
+
+        This hands out session keys: it is for ``migratesessions`` only, and
+        nothing may log or print what it yields. Walks the expiry index, one
+        pipelined round trip per *batch_size* sessions.
+        """
+        keyspace = self.keyspace
+        client = keyspace.client(write=False)
+        decoder = self.store_class()
+        now = timezone.now()
+        pids = (info.public_id for info in self._walk("active", False, now))
+        while batch := list(islice(pids, batch_size)):
+            pipe = client.pipeline(transaction=False)
+            for pid in batch:
+                pipe.hmget(keyspace.session(pid), ("k", "d", "e"))
+            for session_key, data, expiry in pipe.execute():
+                expire_date = backend.from_ms(expiry)
+                if session_key is None or data is None or expire_date is None or expire_date <= now:
+                    continue
+                decoded = decoder.deserialize_data(data)  # type: ignore[attr-defined]
+                yield str(backend.text(session_key)), decoded, expire_date
+
+
+class StockCacheInventory(SessionInventory):
+    """Read and revoke the sessions of Django's ``cache`` engine on django-redis.
+
+    No index exists: every call SCANs the cache's session keys (``COUNT``
+    10,000 per round trip, GET/PTTL pipelined), so each costs O(keys in the
+    Redis database). The user comes from the decoded ``_auth_user_id``, the
+    expiry from the key's TTL; IP, user agent and activity are not recorded.
+    """
+
+    records_metadata = False
+
+    def __init__(self, engine: str = STOCK_CACHE_ENGINE, cache_alias: str | None = None) -> None:
+        self.engine = engine
+        self.store_class: type[SessionBase] = import_module(engine).SessionStore
+        self.cache_alias = cache_alias or settings.SESSION_CACHE_ALIAS
+        self.cache = django_redis_cache(self.cache_alias, engine)
+        self.prefix: str = getattr(self.store_class, "cache_key_prefix", "")
+        if not self.prefix:
+            raise InventoryUnavailable(f"The session engine {engine!r} is not a cache engine.")
+
+    # -- helpers ------------------------------------------------------------
+
+    @property
+    def _client(self) -> Any:
+        return self.cache.client
+
+    def _redis(self, write: bool = False) -> Any:
+        return self._client.get_client(write=write)
+
+    def _session_key(self, raw_key: bytes | str) -> str | None:
+        """Return the session key of a Redis key, None when it is not one of this engine's."""
+        text = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+        session_key = self._client.reverse_key(text)[len(self.prefix) :]
+        # Stock cached_db's prefix extends this one; its keys fail this check.
+        if len(session_key) < 8 or not KEY_CHARS.issuperset(session_key):
+            return None
+        return str(session_key)
+
+    def _scan(self) -> Iterator[list[tuple[bytes, str]]]:
+        """Yield the (Redis key, session key) pairs of each SCAN reply."""
+        redis = self._redis()
+        pattern = self._client.make_pattern(self.prefix + "*")
+        cursor = 0
+        while True:
+            cursor, raw_keys = redis.scan(cursor=cursor, match=pattern, count=SCAN_COUNT)
+            pairs = [(raw, key) for raw in raw_keys if (key := self._session_key(raw))]
+            if pairs:
+                yield pairs
+            if cursor == 0:
+                return
+
+    def _sessions(
+        self, *, with_data: bool
+    ) -> Iterator[tuple[bytes, str, datetime | None, dict[str, Any] | None]]:
+        """Yield (Redis key, session key, expiry, data or None) for every live session."""
+        redis = self._redis()
+        for pairs in self._scan():
+            pipe = redis.pipeline(transaction=False)
+            for raw, _ in pairs:
+                pipe.pttl(raw)
+                if with_data:
+                    pipe.get(raw)
+            replies = pipe.execute()
+            now = timezone.now()
+            width = 2 if with_data else 1
+            for index, (raw, session_key) in enumerate(pairs):
+                pttl = replies[index * width]
+                if pttl == -2:
+                    continue  # expired or deleted since SCAN saw it
+                data = None
+                if with_data:
+                    value = replies[index * width + 1]
+                    if value is None:
+                        continue
+                    data = self._decode(value)
+                expire_date = None if pttl < 0 else now + timedelta(milliseconds=pttl)
+                yield raw, session_key, expire_date, data
+
+    def _decode(self, value: bytes) -> dict[str, Any]:
+        try:
+            data = self._client.decode(value)
+        except Exception:
+            logger.warning("Undecodable session in the cache %r", self.cache_alias)
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _info(
+        self, session_key: str, expire_date: datetime | None, data: dict[str, Any]
+    ) -> SessionInfo:
+        user_id = data.get(SESSION_KEY)
+        return SessionInfo(
+            public_id=public_id_of(session_key),
+            user_id=None if user_id is None else str(user_id),
+            ip=None,
+            user_agent="",
+            created_at=None,
+            last_activity=None,
+            expire_date=expire_date,
+            _load=lambda: data,
+        )
+
+    def _estimate(self) -> int:
+        """Estimate the sessions from DBSIZE and a sample of random keys."""
+        redis = self._redis()
+        pipe = redis.pipeline(transaction=False)
+        pipe.dbsize()
+        for _ in range(ESTIMATE_SAMPLE):
+            pipe.randomkey()
+        size, *sample = pipe.execute()
+        keys = [key for key in sample if key is not None]
+        if not keys:
+            return 0
+        pattern = self._client.make_pattern(self.prefix + "*")
+        hits = sum(
+            1
+            for key in keys
+            if fnmatch.fnmatchcase(key.decode(), pattern) and self._session_key(key)
+        )
+        return round(size * hits / len(keys))
+
+    # -- SessionInventory -----------------------------------------------------
+
+    def count(
+        self,
+        *,
+        status: Status = "all",
+        user_id: str | None = None,
+        ip: str | None = None,
+        authenticated: bool | None = None,
+        estimate: bool = False,
+    ) -> Count:
+        """Count by SCAN (O(keys), expensive); *estimate* samples random keys instead."""
+        _check(status)
+        if status == "expired" or ip is not None:
+            return Count(0)  # Redis drops expired sessions; no IP is recorded
+        if user_id is None and authenticated is None:
+            if estimate:
+                return Count(self._estimate(), exact=False)
+            return Count(sum(len(pairs) for pairs in self._scan()))
+        return Count(
+            sum(
+                1
+                for _, _, _, data in self._sessions(with_data=True)
+                if self._user_matches(data or {}, user_id, authenticated)
+            )
+        )
+
+    @staticmethod
+    def _user_matches(
+        data: dict[str, Any], user_id: str | None, authenticated: bool | None
+    ) -> bool:
+        stored = data.get(SESSION_KEY)
+        if user_id is not None and (stored is None or str(stored) != user_id):
+            return False
+        return authenticated is None or (stored is not None) == authenticated
+
+    def page(
+        self,
+        *,
+        offset: int = 0,
+        limit: int = 100,
+        status: Status = "all",
+        user_id: str | None = None,
+        ip: str | None = None,
+        authenticated: bool | None = None,
+        ordering: Ordering = "-last_activity",
+    ) -> list[SessionInfo]:
+        """Return a page ordered by expiry (activity is not recorded), after a full SCAN.
+
+        Memory holds only *offset* + *limit* sessions; the page's data is read
+        in one pipelined round trip.
+        """
+        _check(status, ordering)
+        if offset < 0 or limit < 0:
+            raise ValueError("offset and limit must not be negative.")
+        if status == "expired" or ip is not None or limit == 0:
+            return []
+        with_data = user_id is not None or authenticated is not None
+        # A key without a TTL never expires: it sorts after every other.
+        candidates = (
+            (float("inf") if expiry is None else expiry.timestamp(), raw, key, expiry, data)
+            for raw, key, expiry, data in self._sessions(with_data=with_data)
+            if not with_data or self._user_matches(data or {}, user_id, authenticated)
+        )
+        pick = heapq.nlargest if ordering.startswith("-") else heapq.nsmallest
+        chosen = pick(offset + limit, candidates, key=itemgetter(0))[offset:]
+        if not with_data and chosen:
+            pipe = self._redis().pipeline(transaction=False)
+            for _, raw, _, _, _ in chosen:
+                pipe.get(raw)
+            values = pipe.execute()
+            chosen = [
+                (order, raw, key, expiry, self._decode(value))
+                for (order, raw, key, expiry, _), value in zip(chosen, values, strict=True)
+                if value is not None
+            ]
+        return [self._info(key, expiry, data or {}) for _, _, key, expiry, data in chosen]
+
+    def get(self, public_id: str) -> SessionInfo | None:
+        """Find the session with *public_id*: a SCAN that digests every key."""
+        found = self._find(public_id)
+        if found is None:
+            return None
+        raw, session_key = found
+        redis = self._redis()
+        pipe = redis.pipeline(transaction=False)
+        pipe.pttl(raw)
+        pipe.get(raw)
+        pttl, value = pipe.execute()
+        if value is None:
+            return None
+        expire_date = None if pttl < 0 else timezone.now() + timedelta(milliseconds=pttl)
+        return self._info(session_key, expire_date, self._decode(value))
+
+    def _find(self, public_id: str) -> tuple[bytes, str] | None:
+        if not PUBLIC_ID.fullmatch(public_id):
+            return None
+        for pairs in self._scan():
+            for raw, session_key in pairs:
+                if public_id_of(session_key) == public_id:
+                    return raw, session_key
+        return None
+
+    def for_user(self, user_id: str) -> list[SessionInfo]:
+        """Return the user's sessions, latest expiry (i.e. latest save) first: a full SCAN."""
+        sessions = [
+            self._info(key, expire_date, data or {})
+            for raw, key, expire_date, data in self._sessions(with_data=True)
+            if self._user_matches(data or {}, user_id, None)
+        ]
+        sessions.sort(key=_sort_key("-expire_date"), reverse=True)
+        return sessions
+
+    def revoke(self, public_id: str) -> bool:
+        found = self._find(public_id)
+        return found is not None and bool(self._redis(write=True).delete(found[0]))
+
+    def revoke_user(self, user_id: str, *, keep: str | None = None) -> int:
+        """Delete the user's sessions but *keep*: a full SCAN, one DEL per SCAN reply."""
+        redis = self._redis(write=True)
+        doomed: list[bytes] = []
+        revoked = 0
+        for raw, key, _, data in self._sessions(with_data=True):
+            if self._user_matches(data or {}, user_id, None) and public_id_of(key) != keep:
+                doomed.append(raw)
+            if len(doomed) >= SCAN_COUNT:
+                revoked += redis.delete(*doomed)
+                doomed = []
+        if doomed:
+            revoked += redis.delete(*doomed)
+        return int(revoked)
+
+    def clear_expired(self, *, batch_size: int = 1000) -> Iterator[int]:
+        """Yield nothing: Redis deletes cache sessions itself when their TTL runs out."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1.")
+        return iter(())

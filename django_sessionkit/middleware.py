@@ -1,0 +1,105 @@
+"""Session middleware that records client IP and user agent and writes activity."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from django.contrib.sessions.middleware import SessionMiddleware
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+
+from django_sessionkit.backends.base import (
+    RequestMetadata,
+    SessionKitStore,
+    SessionStorageUnavailable,
+)
+from django_sessionkit.conf import conf
+
+logger = logging.getLogger(__name__)
+
+TRUNCATE_PREFIX = {4: 24, 6: 48}
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """Return the client's address, trusting X-Forwarded-For only through known proxies.
+
+    With ``SESSIONKIT_TRUSTED_PROXY_COUNT = n``, each of the *n* proxies
+    appended the address it was connected from, so the client is the *n*-th
+    entry from the right; anything further left was sent by the client and is
+    ignored. With no trusted proxy the header is ignored altogether.
+    """
+    address = request.META.get("REMOTE_ADDR")
+    proxies = conf.TRUSTED_PROXY_COUNT
+    if proxies > 0:
+        header = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        forwarded = [part.strip() for part in header.split(",") if part.strip()]
+        if len(forwarded) >= proxies:
+            address = forwarded[-proxies]
+    try:
+        return str(ipaddress.ip_address(address or ""))
+    except ValueError:
+        return None
+
+
+def stored_ip(address: str | None) -> str | None:
+    """Apply ``SESSIONKIT_STORE_IP`` to *address*."""
+    mode = conf.STORE_IP
+    if address is None or mode == "none":
+        return None
+    if mode == "truncated":
+        ip = ipaddress.ip_address(address)
+        network = ipaddress.ip_network(f"{ip}/{TRUNCATE_PREFIX[ip.version]}", strict=False)
+        return str(network.network_address)
+    return address
+
+
+def request_metadata(request: HttpRequest) -> RequestMetadata:
+    """Return what the settings allow us to record about *request*."""
+    user_agent = request.META.get("HTTP_USER_AGENT", "") if conf.STORE_USER_AGENT else ""
+    return RequestMetadata(ip=stored_ip(client_ip(request)), user_agent=user_agent)
+
+
+class SessionKitMiddleware(SessionMiddleware):
+    """Django's ``SessionMiddleware``, plus request metadata, activity and a 503 page.
+
+    Use it in place of ``django.contrib.sessions.middleware.SessionMiddleware``.
+    With one of our engines it hands the store the client's IP and user agent,
+    writes ``last_activity`` at most once per ``SESSIONKIT_ACTIVITY_INTERVAL``
+    and answers 503 with a page when the session storage cannot be written.
+    With any other engine it behaves exactly like Django's middleware.
+    """
+
+    def process_request(self, request: HttpRequest) -> None:
+        super().process_request(request)
+        store = request.session
+        if isinstance(store, SessionKitStore):
+            store.set_request_metadata(request_metadata(request))
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        store = getattr(request, "session", None)
+        if isinstance(store, SessionKitStore) and store.activity_due(now := timezone.now()):
+            try:
+                store.touch_activity(now)
+            except SessionStorageUnavailable:
+                # Activity is a convenience: a page that saves nothing still works.
+                logger.warning("Could not record session activity", exc_info=True)
+        try:
+            return super().process_response(request, response)
+        except SessionStorageUnavailable:
+            logger.exception("Session storage unavailable; answering 503")
+            return storage_unavailable(request)
+
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        # A view that logs in or out writes the session itself.
+        if isinstance(exception, SessionStorageUnavailable):
+            logger.error("Session storage unavailable; answering 503", exc_info=exception)
+            return storage_unavailable(request)
+        return None
+
+
+def storage_unavailable(request: HttpRequest) -> HttpResponse:
+    """Render the page shown when the session could not be saved."""
+    return render(request, "django_sessionkit/503.html", status=503)

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.sessions.base_session import AbstractBaseSession
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+USER_AGENT_MAX_LENGTH = 512
+
+
+class Session(AbstractBaseSession):
+    """A session row that also records who, from where and when."""
+
+    public_id = models.CharField(_("public id"), max_length=64, unique=True, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="sessionkit_sessions",
+        db_index=False,  # covered by the (user, last_activity) index
+    )
+    ip = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
+    user_agent = models.CharField(
+        _("user agent"), max_length=USER_AGENT_MAX_LENGTH, blank=True, default=""
+    )
+    created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+    last_activity = models.DateTimeField(_("last activity"), default=timezone.now)
+
+    class Meta(AbstractBaseSession.Meta):
+        db_table = "sessionkit_session"
+        verbose_name = _("session")  # type: ignore[assignment]
+        verbose_name_plural = _("sessions")  # type: ignore[assignment]
+        indexes = [
+            models.Index(fields=["user", "-last_activity"], name="sessionkit_user_activity"),
+            models.Index(fields=["-last_activity"], name="sessionkit_last_activity"),
+        ]
+
+    @classmethod
+    def get_session_store_class(cls) -> Any:
+        from django_sessionkit.backends.db import SessionStore
+
+        return SessionStore

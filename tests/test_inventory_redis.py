@@ -1,0 +1,492 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from typing import Any
+
+import pytest
+import time_machine
+from django.contrib.auth import SESSION_KEY
+from django.contrib.sessions.backends.cache import SessionStore as StockCacheStore
+from django.contrib.sessions.backends.cached_db import SessionStore as StockCachedDBStore
+from django.core.cache import caches
+from django_redis import get_redis_connection
+from redis import connection as redis_connection
+
+from django_sessionkit.backends import redis as backend
+from django_sessionkit.backends.base import RequestMetadata
+from django_sessionkit.inventory.base import InventoryUnavailable
+from django_sessionkit.inventory.redis import RedisInventory, StockCacheInventory
+from django_sessionkit.public_id import public_id
+from tests.redis_server import private_server
+
+NOW = datetime(2030, 6, 1, 12, 0, tzinfo=dt_timezone.utc)
+UA = "Mozilla/5.0 (Macintosh) Safari/605.1.15"
+
+
+@pytest.fixture
+def ours(redis_cache, settings) -> type[backend.SessionStore]:
+    settings.SESSION_ENGINE = "django_sessionkit.backends.redis"
+    settings.SESSION_CACHE_ALIAS = "redis"
+    return backend.SessionStore
+
+
+@pytest.fixture
+def inventory(ours) -> RedisInventory:
+    return RedisInventory("django_sessionkit.backends.redis")
+
+
+@pytest.fixture
+def commands(monkeypatch) -> list[str]:
+    """The names of the commands redis-py sends, in order (a recorder on the real client)."""
+    sent: list[str] = []
+    send = redis_connection.AbstractConnection.send_command
+
+    def recording(self: Any, *args: Any, **kwargs: Any) -> None:
+        sent.append(str(args[0]).lower())
+        send(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis_connection.AbstractConnection, "send_command", recording)
+    return sent
+
+
+def save(
+    store: Any,
+    data: dict[str, Any],
+    *,
+    ip: str | None = None,
+    expiry: Any = None,
+) -> str:
+    session = store()
+    session.set_request_metadata(RequestMetadata(ip=ip, user_agent=UA))
+    session.update(data)
+    if expiry is not None:
+        session.set_expiry(expiry)
+    session.save()
+    return str(session.session_key)
+
+
+def pids(infos: list[Any]) -> list[str]:
+    return [info.public_id for info in infos]
+
+
+# -- RedisInventory ---------------------------------------------------------------
+
+
+@pytest.fixture
+def population(ours) -> dict[str, str]:
+    """Sessions saved at NOW: anonymous, of users 1 and 2, and two that expire in a minute."""
+    with time_machine.travel(NOW, tick=False):
+        return {
+            "anon": save(ours, {"cart": 1}, ip="192.0.2.1", expiry=3600),
+            "anon2": save(ours, {"cart": 2}, ip="192.0.2.2", expiry=7200),
+            "u1a": save(ours, {SESSION_KEY: "1"}, ip="192.0.2.1", expiry=3000),
+            "u1b": save(ours, {SESSION_KEY: "1"}, ip="198.51.100.7", expiry=5000),
+            "u2": save(ours, {SESSION_KEY: "2"}, ip="192.0.2.1", expiry=4000),
+            "short_anon": save(ours, {"cart": 3}, expiry=60),
+            "short_u2": save(ours, {SESSION_KEY: "2"}, expiry=61),
+        }
+
+
+def test_count(inventory, population):
+    with time_machine.travel(NOW + timedelta(minutes=5), tick=False):
+        assert inventory.count().value == 7
+        assert inventory.count().exact
+        assert inventory.count(status="active").value == 5
+        # Expired sessions whose index entries still await pruning.
+        assert inventory.count(status="expired").value == 2
+        assert inventory.count(authenticated=True).value == 4
+        assert inventory.count(authenticated=True, status="active").value == 3
+        assert inventory.count(authenticated=False, status="expired").value == 1
+        assert inventory.count(user_id="1").value == 2
+        assert inventory.count(user_id="2", status="active").value == 1
+        assert inventory.count(user_id="2", status="expired").value == 1
+        assert inventory.count(user_id="2", ip="192.0.2.1").value == 1
+        assert inventory.count(ip="192.0.2.1").value == 3
+        assert inventory.count(ip="192.0.2.1", authenticated=False).value == 1
+        assert inventory.count(user_id="404").value == 0
+
+        assert sum(inventory.clear_expired()) == 2
+        assert inventory.count(status="expired").value == 0
+        assert inventory.count().value == 5
+
+
+def test_count_rejects_an_unknown_status(inventory):
+    with pytest.raises(ValueError, match="Unknown status"):
+        inventory.count(status="dead")
+
+
+def test_page_is_ordered_by_expiry(inventory, population):
+    by_expiry = ["short_anon", "short_u2", "u1a", "anon", "u2", "u1b", "anon2"]
+    expected = [public_id(population[name]) for name in by_expiry]
+    with time_machine.travel(NOW, tick=False):
+        assert pids(inventory.page(ordering="expire_date")) == expected
+        assert pids(inventory.page(ordering="-expire_date")) == expected[::-1]
+        # No index orders by activity: those orderings are served by expiry.
+        assert pids(inventory.page(ordering="-last_activity")) == expected[::-1]
+        assert pids(inventory.page(ordering="last_activity")) == expected
+        assert pids(inventory.page(offset=2, limit=3, ordering="expire_date")) == expected[2:5]
+        assert inventory.page(limit=0) == []
+
+
+def test_page_filters(inventory, population):
+    with time_machine.travel(NOW + timedelta(minutes=5), tick=False):
+        active = inventory.page(status="active", ordering="expire_date")
+        assert pids(active) == [
+            public_id(population[n]) for n in ("u1a", "anon", "u2", "u1b", "anon2")
+        ]
+        expired = inventory.page(status="expired", ordering="expire_date")
+        assert pids(expired) == [public_id(population[n]) for n in ("short_anon", "short_u2")]
+        assert all(info.is_expired for info in expired)
+
+        authenticated = inventory.page(authenticated=True, status="active", ordering="expire_date")
+        assert pids(authenticated) == [public_id(population[n]) for n in ("u1a", "u2", "u1b")]
+        anonymous = inventory.page(authenticated=False, ordering="-expire_date")
+        assert pids(anonymous) == [
+            public_id(population[n]) for n in ("anon2", "anon", "short_anon")
+        ]
+        by_ip = inventory.page(ip="192.0.2.1", ordering="expire_date", offset=1, limit=5)
+        assert pids(by_ip) == [public_id(population[n]) for n in ("anon", "u2")]
+        by_user = inventory.page(user_id="1", ordering="expire_date")
+        assert pids(by_user) == [public_id(population[n]) for n in ("u1a", "u1b")]
+        assert inventory.page(user_id="2", status="expired")[0].public_id == public_id(
+            population["short_u2"]
+        )
+
+
+def test_page_by_user_orders_by_real_activity(inventory, ours):
+    with time_machine.travel(NOW, tick=False) as clock:
+        first = save(ours, {SESSION_KEY: "5"}, expiry=9000)
+        second = save(ours, {SESSION_KEY: "5"}, expiry=100)
+        clock.move_to(NOW + timedelta(seconds=30))
+        touched = ours(first)
+        touched.load()
+        touched.touch_activity(NOW + timedelta(seconds=30))
+
+        assert pids(inventory.page(user_id="5")) == [public_id(first), public_id(second)]
+        assert pids(inventory.page(user_id="5", ordering="last_activity")) == [
+            public_id(second),
+            public_id(first),
+        ]
+        assert pids(inventory.for_user("5")) == [public_id(first), public_id(second)]
+
+
+def test_pages_across_many_chunks(inventory, ours):
+    keys = [save(ours, {"n": i}, expiry=1000 + 7 * ((i * 37) % 300)) for i in range(300)]
+    expiry = {public_id(k): ours(k).get_expiry_date() for k in keys}
+    order = sorted(expiry, key=lambda pid: expiry[pid])
+
+    assert pids(inventory.page(offset=250, limit=20, ordering="expire_date")) == order[250:270]
+    assert (
+        pids(inventory.page(offset=130, limit=40, ordering="-expire_date"))
+        == (order[::-1][130:170])
+    )
+    assert pids(inventory.page(offset=295, limit=20, ordering="expire_date")) == order[295:]
+    assert (
+        pids(inventory.page(authenticated=False, offset=200, limit=5, ordering="expire_date"))
+        == (order[200:205])
+    )
+    assert inventory.count().value == 300
+
+
+def test_get_returns_the_metadata_and_data_on_demand(inventory, ours):
+    with time_machine.travel(NOW, tick=False) as clock:
+        key = save(ours, {SESSION_KEY: "3", "k": "v"}, ip="203.0.113.5", expiry=600)
+        clock.move_to(NOW + timedelta(seconds=90))
+        later = ours(key)
+        later.load()
+        later.touch_activity(NOW + timedelta(seconds=90))
+
+        info = inventory.get(public_id(key))
+
+    assert info.public_id == public_id(key)
+    assert (info.user_id, info.ip, info.user_agent) == ("3", "203.0.113.5", UA)
+    assert info.created_at == NOW
+    assert info.last_activity == NOW + timedelta(seconds=90)
+    assert info.expire_date == NOW + timedelta(seconds=600)
+    assert info.get_decoded() == {SESSION_KEY: "3", "k": "v", "_session_expiry": 600}
+    assert key not in repr(info)
+    assert inventory.get("0" * 32) is None
+    assert inventory.get("not a public id") is None
+
+
+def test_for_user_lists_only_the_users_live_sessions(inventory, ours):
+    with time_machine.travel(NOW, tick=False) as clock:
+        mine = [save(ours, {SESSION_KEY: "7"}) for _ in range(3)]
+        expiring = save(ours, {SESSION_KEY: "7"}, expiry=60)
+        save(ours, {SESSION_KEY: "70"})
+        save(ours, {"cart": 1})
+        clock.move_to(NOW + timedelta(minutes=2))
+
+        listed = inventory.for_user("7")
+
+    assert sorted(pids(listed)) == sorted(public_id(k) for k in mine)
+    assert public_id(expiring) not in pids(listed)
+    assert all(info.user_id == "7" for info in listed)
+    assert inventory.for_user("404") == []
+
+
+def test_for_user_prunes_entries_of_vanished_sessions(inventory, ours):
+    keys = [save(ours, {SESSION_KEY: "8"}) for _ in range(3)]
+    keyspace = backend.Keyspace("redis")
+    client = get_redis_connection("redis")
+    client.delete(keyspace.session(public_id(keys[0])))  # as if Redis had expired it
+
+    assert sorted(pids(inventory.for_user("8"))) == sorted(public_id(k) for k in keys[1:])
+    members = [
+        m.decode()
+        for chunk in client.zrange(f"{keyspace.base}:u:d", 0, -1)
+        for m in client.zrange(f"{keyspace.base}:u:c:{chunk.decode()}", 0, -1)
+    ]
+    assert sorted(members) == sorted(public_id(k) for k in keys[1:])
+
+
+def test_for_user_with_more_sessions_than_a_chunk_holds(inventory, ours):
+    keys = {save(ours, {SESSION_KEY: "9"}, expiry=1000 + i) for i in range(130)}
+    others = {save(ours, {SESSION_KEY: str(100 + i)}) for i in range(20)}
+
+    assert set(pids(inventory.for_user("9"))) == {public_id(k) for k in keys}
+    assert inventory.revoke_user("9") == 130
+    assert inventory.count().value == len(others)
+
+
+def test_for_user_is_one_round_trip_without_keys_or_scan(inventory, ours, commands):
+    for _ in range(10):
+        save(ours, {SESSION_KEY: "11"})
+    commands.clear()
+
+    assert len(inventory.for_user("11")) == 10
+    assert commands == ["evalsha"]
+
+    inventory.count()
+    inventory.count(authenticated=True)
+    inventory.page(offset=3)
+    inventory.get(inventory.for_user("11")[0].public_id)
+    inventory.revoke_user("11")
+    list(inventory.clear_expired())
+    assert not {"keys", "scan"} & set(commands)
+
+
+def test_revoke(inventory, ours):
+    key = save(ours, {SESSION_KEY: "4"})
+    other = save(ours, {SESSION_KEY: "4"})
+
+    assert inventory.revoke(public_id(key))
+    assert not inventory.revoke(public_id(key))
+    assert not inventory.revoke("bad id")
+    assert ours(key).load() == {}
+    assert pids(inventory.for_user("4")) == [public_id(other)]
+    assert inventory.count().value == 1
+
+
+def test_revoke_user_keeps_the_current_session(inventory, ours):
+    current = save(ours, {SESSION_KEY: "6"})
+    others = [save(ours, {SESSION_KEY: "6"}) for _ in range(3)]
+    bystander = save(ours, {SESSION_KEY: "60"})
+
+    assert inventory.revoke_user("6", keep=public_id(current)) == 3
+
+    assert pids(inventory.for_user("6")) == [public_id(current)]
+    assert not any(ours().exists(key) for key in others)
+    assert ours().exists(bystander)
+    assert inventory.count(authenticated=True).value == 2
+    assert inventory.revoke_user("6") == 1
+    assert inventory.revoke_user("6") == 0
+
+
+def test_clear_expired_yields_per_batch(inventory, ours):
+    with time_machine.travel(NOW, tick=False) as clock:
+        for i in range(12):
+            save(ours, {SESSION_KEY: str(i)}, expiry=60)
+        live = save(ours, {"k": "v"})
+        clock.move_to(NOW + timedelta(minutes=5))
+
+        assert list(inventory.clear_expired(batch_size=5)) == [5, 5, 2]
+        assert list(inventory.clear_expired(batch_size=5)) == []
+
+    assert pids(inventory.page()) == [public_id(live)]
+    assert inventory.count(authenticated=True).value == 0
+
+
+def test_export_sessions_hands_out_live_sessions_with_their_keys(inventory, ours):
+    with time_machine.travel(NOW, tick=False) as clock:
+        live = save(ours, {SESSION_KEY: "1", "k": "v"}, expiry=600)
+        save(ours, {"k": "gone"}, expiry=60)
+        clock.move_to(NOW + timedelta(minutes=2))
+
+        exported = list(inventory.export_sessions(batch_size=1))
+
+    assert exported == [
+        (live, {SESSION_KEY: "1", "k": "v", "_session_expiry": 600}, NOW + timedelta(minutes=10))
+    ]
+
+
+def test_our_inventory_needs_django_redis(settings):
+    settings.SESSION_CACHE_ALIAS = "default"
+
+    with pytest.raises(InventoryUnavailable, match="cannot list its keys"):
+        RedisInventory()
+
+
+def test_inventory_rejects_an_unknown_ordering(inventory):
+    with pytest.raises(ValueError, match="Unknown ordering"):
+        inventory.page(ordering="user")
+
+
+# -- StockCacheInventory -------------------------------------------------------------
+
+
+@pytest.fixture
+def stock(redis_cache, settings) -> type[StockCacheStore]:
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+    settings.SESSION_CACHE_ALIAS = "redis"
+    return StockCacheStore
+
+
+@pytest.fixture
+def stock_inventory(stock) -> StockCacheInventory:
+    return StockCacheInventory("django.contrib.sessions.backends.cache")
+
+
+def stock_save(store: Any, data: dict[str, Any], expiry: int | None = None) -> str:
+    session = store()
+    session.update(data)
+    if expiry is not None:
+        session.set_expiry(expiry)
+    session.save()
+    return str(session.session_key)
+
+
+@pytest.fixture
+def stock_population(stock) -> dict[str, str]:
+    return {
+        "anon": stock_save(stock, {"cart": 1}, expiry=1000),
+        "u1a": stock_save(stock, {SESSION_KEY: 1}, expiry=2000),
+        "u1b": stock_save(stock, {SESSION_KEY: "1"}, expiry=3000),
+        "u2": stock_save(stock, {SESSION_KEY: "2"}, expiry=4000),
+    }
+
+
+def test_stock_count(stock_inventory, stock_population):
+    assert stock_inventory.count() == stock_inventory.count(status="active")
+    assert stock_inventory.count().value == 4
+    assert stock_inventory.count().exact
+    assert stock_inventory.count(status="expired").value == 0
+    assert stock_inventory.count(user_id="1").value == 2
+    assert stock_inventory.count(authenticated=True).value == 3
+    assert stock_inventory.count(authenticated=False).value == 1
+    assert stock_inventory.count(ip="192.0.2.1").value == 0
+
+
+def test_stock_page(stock_inventory, stock_population):
+    order = [public_id(stock_population[n]) for n in ("anon", "u1a", "u1b", "u2")]
+
+    assert pids(stock_inventory.page(ordering="expire_date")) == order
+    assert pids(stock_inventory.page()) == order[::-1]
+    assert pids(stock_inventory.page(offset=1, limit=2, ordering="expire_date")) == order[1:3]
+    assert pids(stock_inventory.page(user_id="1", ordering="expire_date")) == order[1:3]
+    assert pids(stock_inventory.page(authenticated=False)) == order[:1]
+    assert stock_inventory.page(status="expired") == []
+    page = stock_inventory.page(ordering="expire_date")
+    assert [info.user_id for info in page] == [None, "1", "1", "2"]
+    assert page[0].get_decoded() == {"cart": 1, "_session_expiry": 1000}
+    now = datetime.now(dt_timezone.utc)
+    assert now + timedelta(seconds=990) < page[0].expire_date <= now + timedelta(seconds=1000)
+    assert not page[0].is_expired
+    assert all(key not in repr(page) for key in stock_population.values())
+
+
+def test_stock_get_for_user_and_revoke(stock_inventory, stock_population, stock):
+    u1a, u1b = stock_population["u1a"], stock_population["u1b"]
+
+    info = stock_inventory.get(public_id(u1a))
+    assert (info.user_id, info.ip, info.last_activity) == ("1", None, None)
+    assert stock_inventory.get("f" * 32) is None
+    # Latest save (latest expiry) first: activity is not recorded.
+    assert pids(stock_inventory.for_user("1")) == [public_id(u1b), public_id(u1a)]
+
+    assert stock_inventory.revoke(public_id(u1a))
+    assert not stock_inventory.revoke(public_id(u1a))
+    assert not stock().exists(u1a)
+    assert stock_inventory.revoke_user("2") == 1
+    assert stock_inventory.revoke_user("1", keep=public_id(u1b)) == 0
+    assert stock().exists(u1b)
+    assert stock_inventory.count().value == 2
+
+
+def test_stock_clear_expired_has_nothing_to_do(stock_inventory, stock_population):
+    assert list(stock_inventory.clear_expired()) == []
+    assert stock_inventory.count().value == 4
+
+
+@pytest.mark.django_db
+def test_stock_inventory_skips_cached_db_keys(stock_inventory, stock_population, settings):
+    # cached_db's key prefix extends the cache engine's: SCAN matches its keys too.
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    stock_save(StockCachedDBStore, {SESSION_KEY: "1"})
+
+    assert stock_inventory.count().value == 4
+    assert stock_inventory.count(user_id="1").value == 2
+
+
+def test_stock_inventory_needs_django_redis(settings):
+    settings.SESSION_CACHE_ALIAS = "default"
+
+    with pytest.raises(InventoryUnavailable, match="LocMemCache"):
+        StockCacheInventory()
+
+
+@pytest.fixture
+def private_cache(settings) -> Iterator[str]:
+    """A django-redis cache alone on a private server: DBSIZE counts only its keys."""
+    server = private_server()
+    server.start()
+    settings.CACHES = {
+        **settings.CACHES,
+        "private": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": server.url},
+    }
+    settings.SESSION_CACHE_ALIAS = "private"
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+    yield "private"
+    server.stop()
+
+
+def test_stock_count_estimate_samples_the_database(private_cache):
+    for i in range(30):
+        stock_save(StockCacheStore, {"n": i})
+    caches[private_cache].set_many({f"other-{i}": i for i in range(10)})
+    inventory = StockCacheInventory(cache_alias=private_cache)
+
+    estimate = inventory.count(estimate=True)
+
+    assert not estimate.exact
+    assert 22 <= estimate.value <= 38
+    assert inventory.count() == inventory.count(estimate=False)
+    assert inventory.count().value == 30
+
+
+def colliding_user_ids() -> tuple[str, str]:
+    """Two user ids with the same 32-bit digest: they share a score in the user index."""
+    seen: dict[str, str] = {}
+    for n in range(1_000_000):
+        user_id = str(n)
+        digest = backend.user_digest(user_id)
+        if digest in seen:
+            return seen[digest], user_id
+        seen[digest] = user_id
+    raise AssertionError("no collision found")
+
+
+def test_users_whose_digests_collide_never_see_each_others_sessions(inventory, ours):
+    first, second = colliding_user_ids()
+    assert backend.user_digest(first) == backend.user_digest(second)
+    mine = save(ours, {SESSION_KEY: first})
+    theirs = [save(ours, {SESSION_KEY: second}) for _ in range(2)]
+
+    assert pids(inventory.for_user(first)) == [public_id(mine)]
+    assert sorted(pids(inventory.for_user(second))) == sorted(public_id(k) for k in theirs)
+    assert inventory.count(user_id=first).value == 1
+    assert inventory.revoke_user(first) == 1
+    assert all(ours().exists(key) for key in theirs)
+    assert len(inventory.for_user(second)) == 2
