@@ -4,11 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 MANAGE := cd example_project && ../$(BIN)/python manage.py
 
-.PHONY: help install run test tox lint docs clean
+.PHONY: help install run test browser tox lint docs clean
 
 help:
 	@echo "make run    set up and start the example project at http://127.0.0.1:8000"
 	@echo "make test   set up and run the whole test suite"
+	@echo "make browser  run the browser tests (Playwright on the system Chromium)"
 	@echo "make tox    run every tox environment (Pythons 3.10-3.13, PostgreSQL, lint, types, docs, packaging)"
 
 $(BIN)/python:
@@ -28,6 +29,10 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -W error::DeprecationWarning
+
+browser: install
+	$(BIN)/python -m pip install --quiet "playwright>=1.49"
+	$(BIN)/python -m pytest -W error::DeprecationWarning -p no:randomly -m browser tests/browser
 
 tox: install
 	$(BIN)/tox run-parallel --parallel auto --parallel-no-spinner

@@ -65,7 +65,7 @@ def _login_target(
     here = safe_next_url(request, request.get_full_path())
     if redirect_field_name and here:
         separator = "&" if "?" in target else "?"
-        target = f"{target}{separator}{urlencode({redirect_field_name: here})}"
+        target = f"{target}{separator}{urlencode({redirect_field_name: here}, safe='/')}"
     return target
 
 

@@ -8,13 +8,24 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.sessions.backends.base import SessionBase
 from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import REASON_NO_CSRF_COOKIE
 from django.shortcuts import redirect, render
 from django.utils.crypto import constant_time_compare
 from django.utils.html import format_html_join
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
+from django.views import csrf
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
+
+from django_sessionkit.decorators import session_login_required
+from django_sessionkit.login import (
+    CookiesDisabled,
+    cookies_disabled,
+    flag_login,
+    flag_logout,
+    safe_next_url,
+)
 
 # The tutorial's values; a real site keeps no password in a session and logs in
 # with django.contrib.auth.
@@ -107,17 +118,23 @@ def session_modified(request: HttpRequest) -> HttpResponse:
 
 
 def session_expiry(request: HttpRequest) -> HttpResponse:
+    # The template reads the session's own expiry with sessionkit's tags; the view
+    # adds the settings behind it.
     context = {
-        "expiry_date": request.session.get_expiry_date(),
         "expiry_age": request.session.get_expiry_age(),
         "cookie_age": settings.SESSION_COOKIE_AGE,
         "cookie_age_days": settings.SESSION_COOKIE_AGE / (24 * 3600),
-        "expire_at_browser_close": request.session.get_expire_at_browser_close(),
         "expire_at_browser_close_setting": settings.SESSION_EXPIRE_AT_BROWSER_CLOSE,
     }
     return render(request, "blog/session_expiry.html", context)
 
 
+def _next_url(request: HttpRequest) -> str | None:
+    """Return the page to go back to after the login, if it is a safe local URL."""
+    return safe_next_url(request, request.POST.get("next") or request.GET.get("next"))
+
+
+@never_cache
 @require_http_methods(["GET", "POST"])
 def lousy_login(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
@@ -128,28 +145,39 @@ def lousy_login(request: HttpRequest) -> HttpResponse:
             password, LOUSY_PASSWORD
         )
         if valid:
-            # A new key at login, so a key planted before it (session fixation) is worthless.
-            request.session.cycle_key()
-            request.session["logged_in"] = True
-            return redirect("lousy_secret")
+            try:
+                # Sets 'logged_in' on a new session key (against session fixation),
+                # once the browser has sent back the test cookie set below.
+                flag_login(request, session_key="logged_in")
+            except CookiesDisabled:
+                return cookies_disabled(request)
+            return redirect(_next_url(request) or "lousy_secret")
         messages.error(request, _("Error wrong username/password"))
-    return render(request, "blog/lousy_login.html")
+    # Checked by flag_login on the POST: a browser that refuses cookies is told so,
+    # instead of going round between the secret page and this one.
+    request.session.set_test_cookie()
+    return render(request, "blog/lousy_login.html", {"next": _next_url(request)})
 
 
 @never_cache
+@session_login_required(session_key="logged_in", login_url="lousy_login")
 def lousy_secret(request: HttpRequest) -> HttpResponse:
-    if not request.session.get("logged_in"):
-        return redirect("lousy_login")
     return render(request, "blog/lousy_secret_page.html")
 
 
 @require_http_methods(["GET", "POST"])
+@session_login_required(session_key="logged_in", login_url="lousy_login", redirect_field_name=None)
 def lousy_logout(request: HttpRequest) -> HttpResponse:
-    if not request.session.get("logged_in"):
-        return redirect("lousy_login")
     if request.method == "POST":
         # Drops the data and the key; the tutorial only deleted 'logged_in'.
-        request.session.flush()
+        flag_logout(request)
         return render(request, "blog/lousy_logout.html")
     # Logging out changes state, so GET only asks: an <img src> elsewhere can't log anyone out.
     return render(request, "blog/lousy_logout_confirm.html")
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """Say "cookies are disabled" when a form came back without the CSRF cookie."""
+    if reason == REASON_NO_CSRF_COOKIE:
+        return cookies_disabled(request)
+    return csrf.csrf_failure(request, reason)
