@@ -91,7 +91,6 @@ class SessionKitMiddleware(SessionMiddleware):
             logger.exception("Session storage unavailable; answering 503")
             return storage_unavailable(request)
 
-
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         # A view that logs in or out writes the session itself.
         if isinstance(exception, SessionStorageUnavailable):
