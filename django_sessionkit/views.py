@@ -16,11 +16,11 @@ from django.utils.translation import ngettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from django_sessionkit.current import current_public_ids, user_sessions
 from django_sessionkit.decorators import session_login_required
 from django_sessionkit.inventory import InventoryUnavailable, SessionInfo, get_inventory
 from django_sessionkit.login import safe_next_url
-from django_sessionkit.public_id import LENGTH, public_id
-from django_sessionkit.useragent import describe
+from django_sessionkit.public_id import LENGTH
 
 logger = logging.getLogger(__name__)
 
@@ -52,27 +52,15 @@ def cookie_test_check(request: HttpRequest) -> HttpResponse:
     return render(request, "django_sessionkit/cookie_test.html", context)
 
 
-def _current_public_id(request: HttpRequest) -> str | None:
-    key = request.session.session_key
-    return public_id(key) if key else None
-
-
 @session_login_required
 @never_cache
 def session_list(request: HttpRequest) -> HttpResponse:
     """List the current user's sessions, this device first."""
     try:
-        sessions = get_inventory().for_user(str(request.user.pk))
+        sessions = user_sessions(request)
     except InventoryUnavailable as exc:
-        return render(
-            request, "django_sessionkit/unavailable.html", {"reason": str(exc)}, status=200
-        )
-    current = _current_public_id(request)
-    rows = [
-        {"info": info, "device": describe(info.user_agent), "is_current": info.public_id == current}
-        for info in sorted(sessions, key=lambda info: info.public_id != current)
-    ]
-    return render(request, "django_sessionkit/session_list.html", {"sessions": rows})
+        return render(request, "django_sessionkit/unavailable.html", {"reason": str(exc)})
+    return render(request, "django_sessionkit/session_list.html", {"sessions": sessions})
 
 
 def _own_session(request: HttpRequest, public_id_value: str) -> SessionInfo:
@@ -94,7 +82,7 @@ def _own_session(request: HttpRequest, public_id_value: str) -> SessionInfo:
 def session_revoke(request: HttpRequest, public_id: str) -> HttpResponse:
     """Revoke one of the user's sessions; revoking this one logs out."""
     info = _own_session(request, public_id)
-    if info.public_id == _current_public_id(request):
+    if info.public_id in current_public_ids(request):
         logout(request)
         return redirect(resolve_url(settings.LOGOUT_REDIRECT_URL or settings.LOGIN_URL))
     get_inventory().revoke(info.public_id)
@@ -107,7 +95,8 @@ def session_revoke(request: HttpRequest, public_id: str) -> HttpResponse:
 def session_revoke_others(request: HttpRequest) -> HttpResponse:
     """Revoke every session of the user except this one."""
     try:
-        count = get_inventory().revoke_user(str(request.user.pk), keep=_current_public_id(request))
+        keep = next((row.info.public_id for row in user_sessions(request) if row.is_current), None)
+        count = get_inventory().revoke_user(str(request.user.pk), keep=keep)
     except InventoryUnavailable as exc:
         raise Http404(_("Sessions cannot be listed here.")) from exc
     messages.success(

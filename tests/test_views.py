@@ -247,3 +247,17 @@ def test_signed_cookie_sessions_get_an_explanation(settings, alice):
 
     assert response.status_code == 200
     assert b"cannot list sessions" in response.content
+
+
+def test_this_device_survives_a_secret_key_rotation(our_engine, alice, settings):
+    laptop = logged_in(alice, "alice-pass")
+    phone = logged_in(alice, "alice-pass", UA_IPHONE)
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+    settings.SECRET_KEY = "a-new-secret-key-after-rotation"
+
+    html = laptop.get(LIST).content.decode()
+    laptop.post("/sessions/revoke-others/")
+
+    assert html.count("this device") == 1
+    assert laptop.get(LIST).status_code == 200
+    assert phone.get(LIST).status_code == 302

@@ -27,9 +27,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: What an UPDATE writes. ``public_id`` and ``created_at`` never change after
-#: the INSERT; ``ip`` and ``user_agent`` are added only when the store knows them.
-UPDATE_FIELDS = ("session_data", "expire_date", "user", "last_activity")
+#: What an UPDATE writes. ``created_at`` never changes after the INSERT; ``public_id``
+#: changes only when SECRET_KEY was rotated since the last save; ``ip`` and
+#: ``user_agent`` are added only when the store knows them.
+UPDATE_FIELDS = ("public_id", "session_data", "expire_date", "user", "last_activity")
 REQUEST_FIELDS = ("ip", "user_agent")
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,8 +21,8 @@ from django.template.context import Context
 from django.template.library import SimpleNode
 from django.utils.timesince import timeuntil
 
-from django_sessionkit.inventory import InventoryUnavailable, SessionInfo, get_inventory
-from django_sessionkit.public_id import public_id
+from django_sessionkit.current import UserSession, user_sessions_or_none
+from django_sessionkit.inventory import InventoryUnavailable, get_inventory
 from django_sessionkit.useragent import Device, describe
 
 logger = logging.getLogger(__name__)
@@ -142,43 +141,11 @@ def device_filter(user_agent: str | None) -> Device:
 # -- the current user's sessions ----------------------------------------------
 
 
-@dataclass(frozen=True)
-class UserSession:
-    """One session of the current user, as the templates list it."""
-
-    info: SessionInfo
-    device: Device
-    is_current: bool
-
-
-def user_sessions(request: HttpRequest) -> list[UserSession]:
-    """Return the unexpired sessions of *request*'s user, this session first.
-
-    An anonymous user, or an engine whose sessions cannot be listed, has none.
-    """
-    user = getattr(request, "user", None)
-    if user is None or not user.is_authenticated:
-        return []
-    try:
-        sessions = get_inventory().for_user(str(user.pk))
-    except InventoryUnavailable as exc:
-        logger.debug("Not listing the user's sessions: %s", exc)
-        return []
-    session_key = getattr(getattr(request, "session", None), "session_key", None)
-    current = public_id(session_key) if session_key else None
-    rows = [
-        UserSession(info, describe(info.user_agent), is_current=info.public_id == current)
-        for info in sessions
-    ]
-    # sorted() is stable: the others keep the inventory's newest-activity-first order.
-    return sorted(rows, key=lambda row: not row.is_current)
-
-
 @value_tag
 def current_user_sessions(context: Context) -> list[UserSession]:
     """Return the current user's sessions (see :func:`user_sessions`)."""
     request = _request(context)
-    return [] if request is None else user_sessions(request)
+    return [] if request is None else user_sessions_or_none(request)
 
 
 @value_tag
