@@ -32,12 +32,14 @@ DECORATORS = "topics/http/decorators/#$"
 UTILS = "ref/utils/#$"
 
 DJANGO_SETTINGS = [
+    "AUTH_USER_MODEL",
     "CACHES",
     "DATABASES",
     "INSTALLED_APPS",
     "LOGIN_URL",
     "MIDDLEWARE",
     "SECRET_KEY",
+    "SECRET_KEY_FALLBACKS",
     "SESSION_CACHE_ALIAS",
     "SESSION_COOKIE_AGE",
     "SESSION_COOKIE_HTTPONLY",
@@ -45,6 +47,7 @@ DJANGO_SETTINGS = [
     "SESSION_ENGINE",
     "SESSION_EXPIRE_AT_BROWSER_CLOSE",
     "SESSION_SAVE_EVERY_REQUEST",
+    "SESSION_SERIALIZER",
     "SILENCED_SYSTEM_CHECKS",
 ]
 
@@ -135,6 +138,7 @@ DJANGO: list[Entry] = [
 ]
 
 PYTHON: list[Entry] = [
+    ("ValueError", "py:exception", "library/exceptions.html#$", "-"),
     ("hmac.compare_digest", "py:function", "library/hmac.html#$", "-"),
     ("secrets.compare_digest", "py:function", "library/secrets.html#$", "-"),
 ]
