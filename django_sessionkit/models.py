@@ -40,6 +40,11 @@ class Session(AbstractBaseSession):
             models.Index(fields=["-last_activity"], name="sessionkit_last_activity"),
         ]
 
+    def __str__(self) -> str:
+        # Django's default is the session key, which the admin would show in
+        # places such as the delete confirmation of a user.
+        return str(_("Session %(id)s") % {"id": self.public_id[:12]})
+
     @classmethod
     def get_session_store_class(cls) -> Any:
         from django_sessionkit.backends.db import SessionStore
