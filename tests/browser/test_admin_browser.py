@@ -43,6 +43,7 @@ UA_WINDOWS = (
     "Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0"
 )
 SECRET = "sentinel-api-token-value"
+YES = "Yes, I\u2019m sure"  # the admin's confirmation button
 
 
 def expect(target: Any) -> Any:
@@ -73,6 +74,18 @@ def admin_login(page: Page) -> None:
     page.get_by_label("Password").fill("admin-pass")
     page.get_by_role("button", name="Log in").click()
     expect(page.locator("#user-tools")).to_contain_text("admin")
+
+
+def hide_nav_sidebar(page: Page) -> None:
+    """Collapse the admin's navigation sidebar (the browser remembers it), as on a laptop."""
+    page.locator("#toggle-nav-sidebar").click()
+    expect(page.locator("#nav-sidebar")).to_be_hidden()
+    page.evaluate("window.scrollTo(0, 0)")
+
+
+def show_data(page: Page) -> None:
+    """Scroll the detail page down to the end of its data."""
+    page.locator(".submit-row").scroll_into_view_if_needed()
 
 
 def stored_session(user_agent: str, ip: str, data: dict[str, Any], **expiry: Any) -> str:
@@ -138,6 +151,7 @@ def test_browse_filter_search_and_revoke(
     expect(rows(page)).to_have_count(6)
     expect(page.locator("#result_list")).to_contain_text("Mobile Safari 18")
     expect(page.locator("#changelist-filter")).to_be_visible()
+    hide_nav_sidebar(page)
     screenshot(page, "session_list")
 
     # Filter: only the active sessions.
@@ -164,12 +178,14 @@ def test_browse_filter_search_and_revoke(
     expect(data).to_contain_text('"coupon": "SPRING"')
     assert SECRET not in page.content()
     screenshot(page, "session_detail")
+    show_data(page)
+    screenshot(page, "session_detail_data")
 
     # Revoke it: the confirmation page, then alice's phone is logged out.
     page.locator(".submit-row").get_by_role("link", name="Revoke", exact=True).click()
     expect(page.locator("#content")).to_contain_text("Are you sure you want to revoke the session")
     screenshot(page, "session_revoke")
-    page.get_by_role("button", name="Yes, I’m sure").click()
+    page.get_by_role("button", name=YES).click()
     expect(page).to_have_url(re.compile(r"/admin/django_sessionkit/session/$"))
     expect(page.locator(".messagelist")).to_contain_text("was revoked")
     expect(rows(page)).to_have_count(5)
@@ -189,9 +205,9 @@ def test_revoke_selected_through_the_action_bar(
     rows(page).first.locator("input.action-select").check()
     expect(page.locator(".action-counter")).to_have_text("1 of 1 selected")
     page.locator("select[name=action]").select_option("revoke_selected")
-    page.get_by_role("button", name="Go").click()
+    page.locator(".actions button[name=index]").click()  # "Go", or "Run" since Django 6.0
     expect(page.locator("#content")).to_contain_text("Are you sure")
-    page.get_by_role("button", name="Yes, I’m sure").click()
+    page.get_by_role("button", name=YES).click()
 
     expect(page.locator(".messagelist")).to_contain_text("Revoked 1 session.")
     expect(page).to_have_url(re.compile(r"status=expired"))
@@ -204,20 +220,23 @@ def test_dark_mode_and_narrow_screens(
     page = new_context(viewport=VIEWPORT, color_scheme="dark").new_page()
     admin_login(page)
     page.goto("/admin/django_sessionkit/session/")
+    hide_nav_sidebar(page)
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background != "rgb(255, 255, 255)"
     screenshot(page, "session_list_dark")
     page.goto(f"/admin/django_sessionkit/session/{population['alice_pid']}/change/")
     expect(page.locator("pre.sessionkit-data")).to_contain_text("********")
-    screenshot(page, "session_detail_dark")
+    show_data(page)
+    screenshot(page, "session_detail_data_dark")
 
     phone = new_context(viewport={"width": 390, "height": 844}).new_page()
     admin_login(phone)
     phone.goto("/admin/django_sessionkit/session/")
-    expect(rows(phone)).to_have_count(6)
+    expect(rows(phone)).to_have_count(7)  # two admin browsers now
     # The admin's responsive styles move the filters below the list on small screens.
     filters = phone.locator("#changelist-filter").bounding_box()
     results = phone.locator("#result_list").bounding_box()
-    assert filters is not None and results is not None
+    assert filters is not None
+    assert results is not None
     assert filters["y"] > results["y"]
     screenshot(phone, "session_list_phone")
