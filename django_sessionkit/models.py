@@ -37,7 +37,9 @@ class Session(AbstractBaseSession):
         verbose_name_plural = _("sessions")  # type: ignore[assignment]
         indexes = [
             models.Index(fields=["user", "-last_activity"], name="sessionkit_user_activity"),
-            models.Index(fields=["-last_activity"], name="sessionkit_last_activity"),
+            # (column, key): the admin's order and its deep pages, in either direction.
+            models.Index(fields=["last_activity", "session_key"], name="sessionkit_activity_key"),
+            models.Index(fields=["expire_date", "session_key"], name="sessionkit_expiry_key"),
         ]
 
     def __str__(self) -> str:

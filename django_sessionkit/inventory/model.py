@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from datetime import datetime
 from importlib import import_module
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
@@ -25,9 +25,9 @@ from django.contrib.sessions.backends.cached_db import SessionStore as CachedDBS
 from django.core.cache import caches
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_ipv46_address
-from django.db import connections, router, transaction
+from django.db import connections, router
 from django.db.models import Count as CountOf
-from django.db.models import Model, Q, QuerySet
+from django.db.models import Field, Model, Q, QuerySet
 from django.utils import timezone
 from django.utils.functional import cached_property
 
@@ -362,8 +362,17 @@ class ModelInventory(SessionInventory):
         queryset = self._filtered(status, users, ip, authenticated, active_after, active_before)
         if queryset is None:
             return []
-        # The key breaks ties so that pages neither skip nor repeat a session.
-        rows = queryset.order_by(ordering, "pk").values_list(*INFO_FIELDS)[offset : offset + limit]
+        # The key breaks ties so that pages neither skip nor repeat a session,
+        # in the same direction, so that one (column, key) index serves both.
+        order = (ordering, "-pk" if ordering.startswith("-") else "pk")
+        if offset:
+            # A deep OFFSET over whole rows reads every skipped row; walking the
+            # index for the page's keys first reads only the index.
+            keys = list(
+                queryset.order_by(*order).values_list("pk", flat=True)[offset : offset + limit]
+            )
+            queryset = self._objects.filter(pk__in=keys)
+        rows = queryset.order_by(*order).values_list(*INFO_FIELDS)[:limit]
         return [self._info(*row) for row in rows]
 
     def _stock_page(
@@ -543,16 +552,16 @@ class ModelInventory(SessionInventory):
         """Delete sessions that expired before now, *batch_size* at a time.
 
         Each batch selects the oldest expired keys through the ``expire_date``
-        index and deletes them in its own short transaction, re-checking the
-        expiry so that a session renewed meanwhile is kept. Delete signals are
+        index and deletes them with one ``DELETE`` (its own short
+        transaction), re-checking the expiry so that a session renewed
+        meanwhile is kept. Delete signals are
         not sent (see the class). With cached_db the batch's cache entries are
         evicted after the commit; a cache that cannot be reached is only
         logged, since those entries expire with the sessions anyway.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1.")
-        now = timezone.now()
-        return self._delete_batches(Q(expire_date__lt=now), "expire_date", batch_size, strict=False)
+        return self._delete_batches("expire_date", timezone.now(), batch_size, strict=False)
 
     def clear_inactive(self, *, before: datetime, batch_size: int = 1000) -> Iterator[int]:
         """Delete sessions last active before *before*, expired or not, *batch_size* at a time.
@@ -566,36 +575,121 @@ class ModelInventory(SessionInventory):
             return super().clear_inactive(before=before, batch_size=batch_size)
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1.")
-        return self._delete_batches(
-            Q(last_activity__lt=before), "last_activity", batch_size, strict=True
-        )
+        return self._delete_batches("last_activity", before, batch_size, strict=True)
 
     def _delete_batches(
-        self, condition: Q, order: str, batch_size: int, *, strict: bool
+        self, field: str, before: datetime, batch_size: int, *, strict: bool
     ) -> Iterator[int]:
-        """Delete the rows matching *condition*, oldest *order* first, one transaction a batch."""
+        """Delete the rows whose *field* is before *before*, lowest first, a batch at a time.
+
+        Every batch is one ``DELETE`` statement, its own short transaction,
+        that checks the condition again: a row renewed meanwhile is kept.
+        Each batch starts where the previous one ended (*field* ``>=`` its
+        last value): on PostgreSQL the index entries of rows deleted by
+        earlier batches stay until VACUUM, and a scan from the start would
+        step over all of them every time.
+        """
+        if self.model._meta.related_objects:
+            return self._delete_batches_orm(field, before, batch_size, strict=strict)
+        if connections[self._write_db].vendor == "postgresql":
+            return self._delete_batches_postgresql(field, before, batch_size, strict=strict)
+        return self._delete_batches_by_key(field, before, batch_size, strict=strict)
+
+    def _delete_batches_by_key(
+        self, field: str, before: datetime, batch_size: int, *, strict: bool
+    ) -> Iterator[int]:
+        """Read a batch of keys, then delete them with one raw DELETE.
+
+        No transaction spans the two: SQLite fails at once with "database is
+        locked" when a transaction that has read starts writing while another
+        connection writes. ``QuerySet.delete()`` would load every row to send
+        signals whenever a receiver is connected.
+        """
         using = self._write_db
         manager = self.model._default_manager.db_manager(using)
+        condition = Q(**{f"{field}__lt": before})
+        lower: Any = None
         while True:
-            with transaction.atomic(using=using):
-                keys = list(
-                    manager.filter(condition)
-                    .order_by(order)
-                    .values_list("pk", flat=True)[:batch_size]
-                )
-                if not keys:
-                    return
-                batch = manager.filter(condition, pk__in=keys)
-                if self.model._meta.related_objects:
-                    # A custom model that other rows point to: let the ORM cascade
-                    # (and send signals); a batch bounds what it loads.
-                    deleted = batch.delete()[1].get(self.model._meta.label, 0)
-                else:
-                    # One DELETE statement; QuerySet.delete() would load every row
-                    # to send signals whenever a receiver is connected.
-                    deleted = batch._raw_delete(using)
-            # After the commit: evicted earlier, a concurrent read could refill
-            # the cache from the row before it is gone.
+            rows = manager.filter(condition)
+            if lower is not None:
+                rows = rows.filter(**{f"{field}__gte": lower})
+            found = list(rows.order_by(field).values_list("pk", field)[:batch_size])
+            if not found:
+                return
+            keys = [key for key, _ in found]
+            deleted = manager.filter(condition, pk__in=keys)._raw_delete(using)
+            # After the DELETE has committed: evicted earlier, a concurrent read
+            # could refill the cache from the row before it is gone.
+            self._evict(keys, strict=strict)
+            yield deleted
+            if len(found) < batch_size:
+                return
+            lower = found[-1][1]
+
+    def _delete_batches_postgresql(
+        self, field: str, before: datetime, batch_size: int, *, strict: bool
+    ) -> Iterator[int]:
+        """Delete each batch with one statement that picks its rows by ``ctid``.
+
+        The rows are chosen through the index on *field* and deleted by their
+        physical address, without a lookup per row in the primary key index;
+        ``RETURNING`` hands back the keys to evict and where the next batch
+        starts. Twice as fast as reading the keys first. A row updated after
+        the statement's snapshot has a new ``ctid`` and is kept.
+        """
+        connection = connections[self._write_db]
+        quote = connection.ops.quote_name
+        meta = self.model._meta
+        table = quote(meta.db_table)
+        column = quote(str(cast("Field[Any, Any]", meta.get_field(field)).column))
+        key = quote(str(meta.pk.column if meta.pk is not None else "pk"))
+
+        def statement(lower: bool) -> str:
+            start = f" AND {column} >= %s" if lower else ""
+            return (
+                f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("  # noqa: S608
+                f"SELECT ctid FROM {table} WHERE {column} < %s{start} "
+                f"ORDER BY {column} LIMIT %s)) AND {column} < %s "
+                f"RETURNING {key}, {column}"
+            )
+
+        lower: Any = None
+        while True:
+            params: list[Any] = (
+                [before, batch_size, before]
+                if lower is None
+                else [before, lower, batch_size, before]
+            )
+            with connection.cursor() as cursor:
+                cursor.execute(statement(lower is not None), params)
+                deleted = cursor.fetchall()
+            # Stop on an empty batch, not a short one: rows renewed meanwhile
+            # make a batch short without it being the last.
+            if not deleted:
+                return
+            self._evict([row[0] for row in deleted], strict=strict)
+            yield len(deleted)
+            lower = max(row[1] for row in deleted)
+
+    def _delete_batches_orm(
+        self, field: str, before: datetime, batch_size: int, *, strict: bool
+    ) -> Iterator[int]:
+        """For a custom model that other rows point to: let the ORM cascade.
+
+        ``QuerySet.delete()`` runs ``on_delete`` and sends the delete signals,
+        in its own transaction; a batch bounds what it loads.
+        """
+        manager = self.model._default_manager.db_manager(self._write_db)
+        condition = Q(**{f"{field}__lt": before})
+        while True:
+            keys = list(
+                manager.filter(condition).order_by(field).values_list("pk", flat=True)[:batch_size]
+            )
+            if not keys:
+                return
+            deleted = (
+                manager.filter(condition, pk__in=keys).delete()[1].get(self.model._meta.label, 0)
+            )
             self._evict(keys, strict=strict)
             yield deleted
             if len(keys) < batch_size:
