@@ -1,7 +1,9 @@
 """Every ``SESSIONKIT_*`` setting with its default, read lazily.
 
-Each property reads ``django.conf.settings`` when it is accessed, so
-``override_settings`` in tests and settings changed at start-up both apply.
+Each property reads ``django.conf.settings`` when it is first accessed and
+keeps the value until a ``SESSIONKIT_*`` setting changes (``setting_changed``,
+as ``override_settings`` sends it), so settings are read once, not on every
+request, and tests that override them still see the new values.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 DEFAULT_REDACT = (
     "password",
@@ -27,8 +30,21 @@ DEFAULT_REDACT = (
 class Settings:
     """Typed, lazy access to the ``SESSIONKIT_*`` settings."""
 
+    _cache: dict[str, Any]
+
+    def __init__(self) -> None:
+        self._cache = {}
+
     def _get(self, name: str, default: Any) -> Any:
-        return getattr(settings, f"SESSIONKIT_{name}", default)
+        try:
+            return self._cache[name]
+        except KeyError:
+            value = self._cache[name] = getattr(settings, f"SESSIONKIT_{name}", default)
+            return value
+
+    def clear(self) -> None:
+        """Forget the values read so far."""
+        self._cache.clear()
 
     @property
     def ACTIVITY_INTERVAL(self) -> int:
@@ -62,3 +78,11 @@ class Settings:
 
 
 conf = Settings()
+
+
+def _forget_changed_setting(*, setting: str, **kwargs: Any) -> None:
+    if setting.startswith("SESSIONKIT_"):
+        conf.clear()
+
+
+setting_changed.connect(_forget_changed_setting)

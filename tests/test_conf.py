@@ -31,3 +31,25 @@ def test_settings_are_read_lazily(settings):
 
 def test_default_redaction_covers_the_auth_hash_and_passwords():
     assert {"password", "_auth_user_hash", "csrf", "token"} <= set(DEFAULT_REDACT)
+
+
+def test_a_changed_setting_is_read_again(settings):
+    assert conf.ACTIVITY_INTERVAL == 60  # read, and kept
+
+    settings.SESSIONKIT_ACTIVITY_INTERVAL = 7
+
+    assert conf.ACTIVITY_INTERVAL == 7
+
+
+def test_values_are_kept_between_reads(settings, monkeypatch):
+    settings.SESSIONKIT_STORE_IP = "none"
+    assert conf.STORE_IP == "none"
+    reads = []
+    monkeypatch.setattr(
+        "django_sessionkit.conf.getattr",
+        lambda *args: reads.append(args) or "full",
+        raising=False,
+    )
+
+    assert conf.STORE_IP == "none"
+    assert reads == []
