@@ -25,6 +25,7 @@ from types import SimpleNamespace
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.models import DELETION, LogEntry
@@ -45,6 +46,7 @@ from django.utils.translation import gettext_lazy, ngettext
 from django_sessionkit.inventory import (
     Count,
     InventoryUnavailable,
+    Ordering,
     SessionInfo,
     SessionInventory,
     get_inventory,
@@ -75,7 +77,7 @@ LIST_VARS = (SEARCH_VAR, PAGE_VAR, ORDER_VAR, STATUS_VAR, AUTH_VAR, ACTIVITY_VAR
 FILTERS_VAR = "_changelist_filters"
 REVOKE_SELECTED = "revoke_selected"
 
-ORDERINGS = ("-last_activity", "last_activity", "-expire_date", "expire_date")
+ORDERINGS: tuple[Ordering, ...] = ("-last_activity", "last_activity", "-expire_date", "expire_date")
 STATUSES = {"active": gettext_lazy("Active"), "expired": gettext_lazy("Expired")}
 AUTHENTICATION = {"1": gettext_lazy("Logged in"), "0": gettext_lazy("Anonymous")}
 ACTIVITY = {
@@ -122,7 +124,7 @@ class Listing:
     activity: str = ""
     user: str = ""
     search: str = ""
-    ordering: str = "-last_activity"
+    ordering: Ordering = "-last_activity"
     page: int = 1
     #: What the search resolved to: "", "public_id", "ip" or "users".
     search_kind: str = ""
@@ -213,7 +215,7 @@ class SessionAdmin(admin.ModelAdmin):
     def _user_pk(self, user_id: str) -> Any:
         """Return *user_id* as the user model's primary key; None if it cannot be one."""
         try:
-            return get_user_model()._meta.pk.to_python(user_id)  # type: ignore[union-attr]
+            return get_user_model()._meta.pk.to_python(user_id)
         except ValidationError:
             return None
 
@@ -264,7 +266,7 @@ class SessionAdmin(admin.ModelAdmin):
             activity=_choice(params.get(ACTIVITY_VAR), ACTIVITY),
             user=params.get(USER_VAR, "").strip(),
             search=params.get(SEARCH_VAR, "").strip(),
-            ordering=_choice(params.get(ORDER_VAR), ORDERINGS) or "-last_activity",
+            ordering=_ordering(params.get(ORDER_VAR)),
         )
         try:
             listing.page = max(int(params.get(PAGE_VAR, 1)), 1)
@@ -391,8 +393,12 @@ class SessionAdmin(admin.ModelAdmin):
         )
         action_form = None
         if has_delete_permission and rows_shown:
-            action_form = helpers.ActionForm(auto_id=None)
-            action_form.fields["action"].choices = [
+            # auto_id=False, like the None the admin passes: no id attributes.
+            action_form = helpers.ActionForm(auto_id=False)
+            action_field = action_form.fields["action"]
+            if not isinstance(action_field, forms.ChoiceField):
+                raise TypeError("ActionForm.action is expected to be a ChoiceField.")
+            action_field.choices = [
                 ("", "---------"),
                 (REVOKE_SELECTED, _("Revoke selected sessions")),
             ]
@@ -594,7 +600,11 @@ class SessionAdmin(admin.ModelAdmin):
             "has_delete_permission": self.has_delete_permission(request),
             "has_view_permission": True,
             "revoke_url": self.revoke_url(info.public_id),
-            "revoke_user_url": self.revoke_user_url(info.user_id) if row["user"] else None,
+            "revoke_user_url": (
+                self.revoke_user_url(info.user_id)
+                if row["user"] and info.user_id is not None
+                else None
+            ),
             "is_current": _current_public_id(request) == info.public_id,
             **(extra_context or {}),
         }
@@ -753,7 +763,7 @@ class SessionAdmin(admin.ModelAdmin):
         LogEntry.objects.bulk_create(
             [
                 LogEntry(
-                    user_id=request.user.pk,
+                    user_id=_actor_id(request),
                     content_type=content_type,
                     object_id=pid,
                     object_repr=_("Session %(id)s") % {"id": pid[:SHORT_ID]},
@@ -767,7 +777,7 @@ class SessionAdmin(admin.ModelAdmin):
     def _log_user_revocation(self, request: HttpRequest, user: Model, count: int) -> None:
         content_type = ContentType.objects.get_for_model(self.model, for_concrete_model=False)
         LogEntry.objects.create(
-            user_id=request.user.pk,
+            user_id=_actor_id(request),
             content_type=content_type,
             object_id=None,
             object_repr=_("Sessions of %(user)s") % {"user": user},
@@ -971,7 +981,24 @@ class RowBuilder:
 
 def _choice(value: str | None, choices: Collection[str]) -> str:
     """Return *value* if it is one of *choices*, else ""."""
-    return value if value in choices else ""
+    return value if value is not None and value in choices else ""
+
+
+def _ordering(value: str | None) -> Ordering:
+    """Return *value* if it is one of ``ORDERINGS``, else the default, newest activity first."""
+    for ordering in ORDERINGS:
+        if value == ordering:
+            return ordering
+    return "-last_activity"
+
+
+def _actor_id(request: HttpRequest) -> int:
+    """Return the primary key of the user making *request*, for the admin's history."""
+    pk = request.user.pk
+    if pk is None:
+        # The admin serves its views to logged-in staff only.
+        raise PermissionDenied
+    return pk
 
 
 def _ip(text: str) -> str | None:

@@ -368,9 +368,10 @@ class ModelInventory(SessionInventory):
         if offset:
             # A deep OFFSET over whole rows reads every skipped row; walking the
             # index for the page's keys first reads only the index.
-            keys = list(
-                queryset.order_by(*order).values_list("pk", flat=True)[offset : offset + limit]
-            )
+            keys = queryset.order_by(*order).values_list("pk", flat=True)[offset : offset + limit]
+            # One query where the database takes a sliced subquery (SQLite, PostgreSQL).
+            if not connections[queryset.db].features.allow_sliced_subqueries_with_in:
+                keys = list(keys)  # type: ignore[assignment]
             queryset = self._objects.filter(pk__in=keys)
         rows = queryset.order_by(*order).values_list(*INFO_FIELDS)[:limit]
         return [self._info(*row) for row in rows]
