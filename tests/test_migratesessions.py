@@ -95,8 +95,10 @@ def run_json(*args: str, **options: Any) -> dict[str, Any]:
 
 
 def redis_keys() -> list[bytes]:
-    client = caches["redis"].client.get_client()
-    return list(client.scan_iter(count=1000))
+    """This test run's keys: other runs may share the server."""
+    cache = caches["redis"]
+    client = cache.client.get_client()
+    return list(client.scan_iter(match=f"{cache.key_prefix}*", count=1000))
 
 
 @pytest.fixture
