@@ -78,7 +78,7 @@ class ModelMetadataMixin(SessionKitStore, _StoreBase):
             return None
         field = self.get_model_class()._meta.get_field("user")
         try:
-            return field.target_field.to_python(user_id)  # type: ignore[union-attr]
+            return field.target_field.to_python(user_id)  # type: ignore[union-attr, unused-ignore]
         except ValidationError:
             logger.warning("Session names a user id the user model cannot hold; storing none")
             return None
@@ -86,7 +86,7 @@ class ModelMetadataMixin(SessionKitStore, _StoreBase):
     def _fill(self, obj: Session, data: dict[str, Any]) -> Session:
         """Add the metadata to the instance Django's ``save()`` is about to write."""
         obj.public_id = public_id(obj.session_key)
-        obj.user_id = self._user_pk(data)  # type: ignore[attr-defined]
+        obj.user_id = self._user_pk(data)  # type: ignore[attr-defined, unused-ignore]
         obj.last_activity = self.loaded_activity = timezone.now()
         in_request = self.request_metadata is not None
         metadata = self.request_metadata if in_request else self._stored_metadata
