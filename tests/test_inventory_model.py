@@ -15,6 +15,7 @@ from django.contrib.sessions.models import Session as StockSession
 from django.core.cache import caches
 from django.db import connection
 from django.db.models.signals import post_delete, pre_delete
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
@@ -732,3 +733,61 @@ def test_clear_expired_survives_an_unreachable_cache(monkeypatch, settings, user
     with pytest.raises(Exception, match=r"(?i)connect|redis"):
         list(inventory.clear_inactive(before=timezone.now() - timedelta(days=1)))
     assert not Session.objects.filter(pk=idle.key).exists()
+
+
+def test_clear_expired_with_equal_expiry_across_batches(inventory, make):
+    """Each batch starts at the last expiry of the one before: ties are not skipped."""
+    same = timezone.now() - timedelta(hours=1)
+    made = [make(expires=timedelta(days=-1)) for _ in range(5)]
+    inventory.model.objects.filter(pk__in=[m.key for m in made]).update(expire_date=same)
+    older = make(expires=timedelta(days=-2))
+    live = make()
+
+    assert list(inventory.clear_expired(batch_size=2)) == [2, 2, 2]
+
+    assert list(inventory.model.objects.values_list("pk", flat=True)) == [live.key]
+    assert not inventory.model.objects.filter(pk=older.key).exists()
+
+
+def test_each_batch_is_one_delete_statement(inventory, make):
+    """No transaction spans the SELECT and the DELETE of a batch.
+
+    On SQLite a transaction that has read cannot start writing while another
+    connection writes: it fails at once with "database is locked" instead of
+    waiting. The DELETE re-checks the expiry, so it needs no transaction.
+    """
+    for n in range(3):
+        make(expires=timedelta(seconds=-n - 1))
+
+    with CaptureQueriesContext(connection) as queries:
+        assert list(inventory.clear_expired(batch_size=2)) == [2, 1]
+
+    statements = [query["sql"].split()[0].upper() for query in queries]
+    if connection.vendor == "postgresql":
+        # One statement a batch picks its rows and deletes them; the last finds none.
+        assert statements == ["DELETE", "DELETE", "DELETE"]
+    else:
+        assert statements == ["SELECT", "DELETE", "SELECT", "DELETE"]
+
+
+def test_a_model_other_rows_point_to_is_cleared_through_the_orm(inventory, make, monkeypatch):
+    """Rows pointing to a custom session model need on_delete: batches go through the ORM."""
+    # Django's Collector finds relations through get_fields(); the inventory
+    # chooses its path by related_objects.
+    relation = types.SimpleNamespace(one_to_one=False)
+    monkeypatch.setitem(inventory.model._meta.__dict__, "related_objects", (relation,))
+    heard = []
+
+    def receiver(sender, instance, **kwargs):
+        heard.append(instance.pk)
+
+    expired = [make(expires=timedelta(seconds=-n - 1)) for n in range(3)]
+    live = make()
+    post_delete.connect(receiver, sender=inventory.model, weak=False)
+    try:
+        assert list(inventory.clear_expired(batch_size=2)) == [2, 1]
+    finally:
+        post_delete.disconnect(receiver, sender=inventory.model)
+
+    assert sorted(heard) == sorted(made.key for made in expired)
+    assert list(inventory.model.objects.values_list("pk", flat=True)) == [live.key]

@@ -16,7 +16,8 @@ from redis import connection as redis_connection
 
 from django_sessionkit.backends import redis as backend
 from django_sessionkit.backends.base import RequestMetadata
-from django_sessionkit.inventory.base import InventoryUnavailable
+from django_sessionkit.inventory import redis as redis_inventory
+from django_sessionkit.inventory.base import InventoryUnavailable, Stats
 from django_sessionkit.inventory.redis import RedisInventory, StockCacheInventory
 from django_sessionkit.public_id import public_id
 from tests.redis_server import private_server
@@ -490,3 +491,192 @@ def test_users_whose_digests_collide_never_see_each_others_sessions(inventory, o
     assert inventory.revoke_user(first) == 1
     assert all(ours().exists(key) for key in theirs)
     assert len(inventory.for_user(second)) == 2
+
+
+# -- filters by several users and by activity, stats, clear_inactive -------------
+
+
+def test_count_and_page_by_user_ids(inventory, population):
+    with time_machine.travel(NOW + timedelta(minutes=5), tick=False):
+        assert inventory.count(user_ids=["1", "2"]).value == 4
+        assert inventory.count(user_ids={"1", "2"}, status="active").value == 3
+        assert inventory.count(user_ids=["2", "404"]).value == 2
+        # An empty collection matches nothing, unlike None.
+        assert inventory.count(user_ids=[]).value == 0
+        assert inventory.page(user_ids=()) == []
+        assert inventory.count(user_id="1", user_ids=["1", "2"]).value == 2
+        assert inventory.count(user_id="1", user_ids=["2"]).value == 0
+        page = inventory.page(user_ids=["1", "2"], status="active", ordering="expire_date")
+        assert pids(page) == [public_id(population[n]) for n in ("u1a", "u2", "u1b")]
+
+
+def test_count_and_page_by_activity(inventory, ours):
+    month = 30 * 24 * 3600
+    with time_machine.travel(NOW - timedelta(days=10), tick=False) as clock:
+        old = save(ours, {SESSION_KEY: "1"}, expiry=month)
+        clock.move_to(NOW - timedelta(days=5))
+        middle = save(ours, {}, expiry=month + 1)
+        clock.move_to(NOW)
+        recent = save(ours, {SESSION_KEY: "1"}, expiry=month + 2)
+        cutoff = NOW - timedelta(days=5)
+
+        assert inventory.records_activity
+        assert inventory.count(active_before=cutoff).value == 1
+        assert inventory.count(active_after=cutoff).value == 2  # at or after
+        assert inventory.count(active_after=cutoff, active_before=NOW).value == 1
+        assert inventory.count(active_after=cutoff, user_id="1").value == 1
+        assert pids(inventory.page(active_after=cutoff, ordering="expire_date")) == [
+            public_id(middle),
+            public_id(recent),
+        ]
+        assert pids(inventory.page(active_before=cutoff)) == [public_id(old)]
+        assert pids(inventory.page(user_ids=["1"], active_before=cutoff)) == [public_id(old)]
+
+
+def test_stats(inventory, population):
+    with time_machine.travel(NOW + timedelta(minutes=5), tick=False):
+        stats = inventory.stats()
+
+    assert (stats.sessions, stats.active, stats.expired, stats.exact) == (7, 5, 2, True)
+    # The oldest expired session ("short_anon") expired a minute after NOW.
+    assert stats.oldest_expired == NOW + timedelta(seconds=60)
+    # User 2 holds two sessions, but one has expired.
+    assert stats.busiest_user == ("1", 2)
+
+    with time_machine.travel(NOW, tick=False):
+        assert inventory.stats().oldest_expired is None
+        assert inventory.stats().busiest_user == ("1", 2)  # "1" < "2", both with 2
+
+
+def test_stats_when_empty(inventory):
+    assert inventory.stats() == Stats(0, 0, 0, None, None)
+
+
+def test_stats_busiest_user_across_chunks_and_colliding_digests(inventory, ours, monkeypatch):
+    monkeypatch.setattr(redis_inventory, "CHUNKS_PER_ROUND_TRIP", 1)
+    first, second = colliding_user_ids()
+    for _ in range(3):
+        save(ours, {SESSION_KEY: first})
+    for _ in range(2):
+        save(ours, {SESSION_KEY: second})
+    for i in range(130):  # more than a chunk holds, over several chunks
+        save(ours, {SESSION_KEY: str(1000 + i % 65)})
+
+    # first and second share a score in the user index: counted apart.
+    assert inventory.stats().busiest_user == (first, 3)
+    assert inventory.stats().sessions == 135
+
+
+def test_stats_reads_the_indexes_without_scan(inventory, population, commands):
+    commands.clear()
+    inventory.stats()
+    assert "scan" not in commands
+    assert "keys" not in commands
+
+
+def test_clear_inactive_in_batches(inventory, ours, monkeypatch):
+    monkeypatch.setattr(redis_inventory, "DELETE_SLICE", 1)
+    month = 30 * 24 * 3600
+    with time_machine.travel(NOW - timedelta(days=10), tick=False) as clock:
+        idle = [save(ours, {SESSION_KEY: "3"}, expiry=month) for _ in range(3)]
+        idle.append(save(ours, {}, expiry=month))
+        clock.move_to(NOW)
+        kept = [save(ours, {SESSION_KEY: "3"}), save(ours, {})]
+
+        batches = list(inventory.clear_inactive(before=NOW - timedelta(days=1), batch_size=3))
+
+        assert batches == [3, 1]
+        assert not any(ours().exists(key) for key in idle)
+        assert all(ours().exists(key) for key in kept)
+        # The indexes follow.
+        assert inventory.count().value == 2
+        assert inventory.count(authenticated=True).value == 1
+        assert pids(inventory.for_user("3")) == [public_id(kept[0])]
+        assert list(inventory.clear_inactive(before=NOW - timedelta(days=1))) == []
+    with pytest.raises(ValueError, match="batch_size"):
+        inventory.clear_inactive(before=NOW, batch_size=0)
+
+
+def test_clear_inactive_keeps_a_session_active_meanwhile(inventory, ours):
+    with time_machine.travel(NOW - timedelta(days=10), tick=False) as clock:
+        first, second = save(ours, {}, expiry=10**6), save(ours, {}, expiry=10**6)
+        clock.move_to(NOW)
+        batches = inventory.clear_inactive(before=NOW - timedelta(days=1), batch_size=1)
+
+        assert next(batches) == 1
+        survivor = first if ours().exists(first) else second
+        # The other session is used before the next batch.
+        store = ours(survivor)
+        store.load()
+        store.touch_activity(NOW)
+        assert list(batches) == []
+
+    assert ours().exists(survivor)
+    assert inventory.count().value == 1
+
+
+def test_stock_filters_stats_and_clear_inactive(stock_inventory, stock_population):
+    assert stock_inventory.count(user_ids=["1", "2"]).value == 3
+    assert stock_inventory.count(user_ids=[]).value == 0
+    assert stock_inventory.count(user_id="1", user_ids=["2"]).value == 0
+    assert pids(stock_inventory.page(user_ids=["2"])) == [public_id(stock_population["u2"])]
+    # No activity is recorded: the activity filters match nothing.
+    assert not stock_inventory.records_activity
+    assert stock_inventory.count(active_before=NOW).value == 0
+    assert stock_inventory.page(active_after=datetime(2000, 1, 1, tzinfo=dt_timezone.utc)) == []
+
+    assert stock_inventory.stats() == Stats(4, 4, 0, None, None)
+    assert stock_inventory.expires_itself == "Redis"
+    with pytest.raises(InventoryUnavailable, match="last active"):
+        stock_inventory.clear_inactive(before=NOW)
+    assert stock_inventory.count().value == 4
+
+
+def test_clear_expired_keeps_each_script_call_short(inventory, ours, commands, monkeypatch):
+    """A batch is several script calls of at most PRUNE_SLICE entries: Redis never blocks long."""
+    monkeypatch.setattr(backend, "PRUNE_SLICE", 2)
+    with time_machine.travel(NOW, tick=False) as clock:
+        for i in range(12):
+            save(ours, {SESSION_KEY: str(i)}, expiry=60)
+        clock.move_to(NOW + timedelta(minutes=5))
+        commands.clear()
+
+        assert list(inventory.clear_expired(batch_size=5)) == [5, 5, 2]
+
+    # 2 + 2 + 1 per full batch, then 2 and one that finds nothing.
+    assert commands.count("evalsha") == 8
+    assert inventory.count().value == 0
+
+
+def test_counting_expired_runs_no_script_over_every_entry(inventory, population, commands):
+    """clearsessions --dry-run counts a backlog of millions: short commands only."""
+    with time_machine.travel(NOW + timedelta(minutes=5), tick=False):
+        commands.clear()
+        assert inventory.count(status="expired").value == 2
+        assert inventory.count(status="active").value == 5
+        assert inventory.count().value == 7
+    assert "evalsha" not in commands
+    assert "eval" not in commands
+
+
+def test_pruning_keeps_the_user_index_consistent(inventory, ours):
+    """Pruning settles each user index chunk once per call: chunks merge and empty correctly."""
+    with time_machine.travel(NOW, tick=False) as clock:
+        doomed = [save(ours, {SESSION_KEY: str(500 + i)}, expiry=60) for i in range(400)]
+        kept = {str(500 + i): save(ours, {SESSION_KEY: str(500 + i)}) for i in range(0, 400, 7)}
+        clock.move_to(NOW + timedelta(minutes=5))
+
+        assert sum(inventory.clear_expired(batch_size=150)) == len(doomed)
+
+        keyspace = inventory.keyspace
+        client = keyspace.client()
+        chunks = client.zrange(f"{keyspace.base}:u:d", 0, -1, withscores=True)
+        sizes = [client.zcard(f"{keyspace.base}:u:c:{chunk.decode()}") for chunk, _ in chunks]
+        assert all(sizes)  # no empty chunk left in the directory
+        assert sum(sizes) == int(client.get(f"{keyspace.base}:u:n")) == len(kept)
+        for chunk, lowest in chunks:
+            first = client.zrange(f"{keyspace.base}:u:c:{chunk.decode()}", 0, 0, withscores=True)
+            assert first[0][1] == lowest  # the directory knows each chunk's minimum
+        for user_id, key in kept.items():
+            assert pids(inventory.for_user(user_id)) == [public_id(key)]
+        assert inventory.count(authenticated=True).value == len(kept)

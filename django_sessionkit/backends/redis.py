@@ -90,6 +90,10 @@ UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionInterrupted)
 LOAD_FIELDS = ("d", "a", "e")
 #: Index entries of expired sessions each save prunes on its way.
 PRUNE_ON_WRITE = 4
+#: Index entries one PRUNE script call removes at most (about 20 us each): a
+#: batch of clear_expired() takes several calls, so that no single command
+#: keeps Redis busy for more than a few milliseconds.
+PRUNE_SLICE = 50
 CREATE_ATTEMPTS = 100
 
 # -- Lua ----------------------------------------------------------------------
@@ -261,6 +265,9 @@ local function prune(now, limit)
     else
       local members = {}
       local authenticated = 0
+      -- User index chunks are settled once each, after the batch, not after
+      -- every removal: settling is most of the cost of a removal.
+      local touched, unlinked = {}, 0
       for i = 1, #batch, 2 do
         local member, score = batch[i], batch[i + 1]
         members[#members + 1] = member
@@ -268,7 +275,11 @@ local function prune(now, limit)
         local pid = member
         if sep then
           pid = string.sub(member, 1, sep - 1)
-          remove(U, pid, string.sub(member, sep + 1))
+          local uid = locate(U, string.sub(member, sep + 1))
+          if uid and redis.call('ZREM', ck(U, uid), pid) == 1 then
+            touched[uid] = true
+            unlinked = unlinked + 1
+          end
           authenticated = authenticated + 1
         end
         local sk = skey(pid)
@@ -279,6 +290,8 @@ local function prune(now, limit)
       redis.call('ZREM', key, unpack(members))
       redis.call('DECRBY', X .. ':n', #members)
       redis.call('DECRBY', X .. ':a', authenticated)
+      if unlinked > 0 then redis.call('DECRBY', U .. ':n', unlinked) end
+      for uid in pairs(touched) do settle(U, uid) end
       removed = removed + #members
       settle(X, head)
     end
@@ -598,15 +611,24 @@ class Keyspace:
         return script(self.client(), self.base, *args)
 
     def prune(self, now: datetime, batch_size: int) -> Iterator[int]:
-        """Remove index entries of expired sessions in batches, yielding each batch's count."""
+        """Remove index entries of expired sessions in batches, yielding each batch's count.
+
+        A batch is several script calls of at most ``PRUNE_SLICE`` entries.
+        """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1.")
+        now_ms = to_ms(now)
         while True:
-            removed = int(self.run(PRUNE_SCRIPT, to_ms(now), batch_size))
-            if removed:
-                yield removed
-            if removed < batch_size:
-                return
+            removed = 0
+            while removed < batch_size:
+                step = min(PRUNE_SLICE, batch_size - removed)
+                pruned = int(self.run(PRUNE_SCRIPT, now_ms, step))
+                removed += pruned
+                if pruned < step:
+                    if removed:
+                        yield removed
+                    return
+            yield removed
 
 
 # -- the engine ---------------------------------------------------------------

@@ -163,9 +163,13 @@ class SessionInventory(abc.ABC):
         it again later to carry on.
         """
 
+    @abc.abstractmethod
     def stats(self) -> Stats:
-        """Return the totals of this engine's sessions; this may read every session."""
-        raise NotImplementedError
+        """Return the totals of this engine's sessions; this may read every session.
+
+        Among users holding as many unexpired sessions, ``busiest_user`` names
+        the one with the smallest id.
+        """
 
     def clear_inactive(self, *, before: datetime, batch_size: int = 1000) -> Iterator[int]:
         """Delete sessions last active before *before*, in batches, yielding each count.

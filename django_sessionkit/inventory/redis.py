@@ -7,12 +7,17 @@ index. Redis pages are ordered by expiry: no index orders sessions by
 activity (it would add as much memory as the expiry index), so the
 ``last_activity`` orderings are served by expiry, which moves with every save.
 The sessions of one user are few, so :meth:`RedisInventory.for_user` and pages
-filtered by user are ordered by their real ``last_activity``.
+filtered by user are ordered by their real ``last_activity``. Filters by
+activity (and by IP) walk the sessions unless a user filter narrows them;
+:meth:`RedisInventory.stats` and :meth:`RedisInventory.clear_inactive` walk
+the indexes chunk by chunk, each round trip a small command, so that Redis
+never blocks on one long script.
 
 :class:`StockCacheInventory` lists Django's ``cache`` engine on django-redis,
 which keeps no index: every operation SCANs the cache's session keys with a
 large COUNT and pipelines the GETs and PTTLs, O(keys in the Redis database).
-Redis expires those sessions itself, so there is nothing to clear.
+Redis expires those sessions itself, so there is nothing to clear; activity
+is not recorded, so the activity filters match nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import fnmatch
 import heapq
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import datetime, timedelta
 from importlib import import_module
 from itertools import islice
@@ -41,7 +47,9 @@ from django_sessionkit.inventory.base import (
     Ordering,
     SessionInfo,
     SessionInventory,
+    Stats,
     Status,
+    wanted_users,
 )
 from django_sessionkit.public_id import public_id as public_id_of
 
@@ -57,6 +65,42 @@ PUBLIC_ID = re.compile(r"[0-9a-f]{32}")
 SCAN_COUNT = 10_000
 #: Random keys sampled to estimate how many of a database's keys are sessions.
 ESTIMATE_SAMPLE = 200
+#: Index chunks read per pipelined round trip by stats() (each holds at most 120 entries).
+CHUNKS_PER_ROUND_TRIP = 100
+#: Sessions one script call deletes at most: a batch of clear_inactive() takes
+#: several calls, so that no single command keeps Redis busy for long.
+DELETE_SLICE = 200
+
+# ARGV: base, chunk id of the expiry index, moment (ms). The public ids of the
+# chunk's sessions last active before the moment.
+IDLE = """
+local key = ck(X, ARGV[2])
+local before = tonumber(ARGV[3])
+local out = {}
+for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+  local sep = string.find(member, ':', 1, true)
+  local pid = member
+  if sep then pid = string.sub(member, 1, sep - 1) end
+  local a = tonumber(redis.call('HGET', skey(pid), 'a'))
+  if a and a < before then out[#out + 1] = pid end
+end
+return out
+"""
+
+# ARGV: base, moment (ms), public ids... Deletes those sessions still last
+# active before the moment (one active meanwhile is kept); returns how many.
+DELETE_IDLE = """
+local before = tonumber(ARGV[2])
+local n = 0
+for i = 3, #ARGV do
+  local a = tonumber(redis.call('HGET', skey(ARGV[i]), 'a'))
+  if a and a < before then n = n + drop(ARGV[i]) end
+end
+return n
+"""
+
+IDLE_SCRIPT = backend.LuaScript(IDLE)
+DELETE_IDLE_SCRIPT = backend.LuaScript(DELETE_IDLE)
 KEY_CHARS = frozenset(VALID_KEY_CHARS)
 
 
@@ -90,12 +134,23 @@ def _check(status: Status, ordering: Ordering = "-expire_date") -> None:
 
 
 def _matches(
-    info: SessionInfo, status: Status, ip: str | None, authenticated: bool | None, now: datetime
+    info: SessionInfo,
+    status: Status,
+    ip: str | None,
+    authenticated: bool | None,
+    now: datetime,
+    active_after: datetime | None = None,
+    active_before: datetime | None = None,
 ) -> bool:
     expired = info.expire_date is not None and info.expire_date <= now
     if (status == "active" and expired) or (status == "expired" and not expired):
         return False
     if ip is not None and info.ip != ip:
+        return False
+    activity = info.last_activity
+    if active_after is not None and (activity is None or activity < active_after):
+        return False
+    if active_before is not None and (activity is None or activity >= active_before):
         return False
     return authenticated is None or info.is_authenticated == authenticated
 
@@ -115,6 +170,7 @@ class RedisInventory(SessionInventory):
     """Read and revoke the sessions of ``django_sessionkit.backends.redis``."""
 
     records_metadata = True
+    records_activity = True
 
     def __init__(self, engine: str = OUR_ENGINE, cache_alias: str | None = None) -> None:
         self.engine = engine
@@ -162,6 +218,10 @@ class RedisInventory(SessionInventory):
             for i in range(0, len(reply), 7)
         ]
 
+    def _users_sessions(self, users: frozenset[str]) -> list[SessionInfo]:
+        """Return every stored session of the *users*: one round trip per user."""
+        return [info for user_id in sorted(users) for info in self._user_sessions(user_id)]
+
     def _bounds(self, status: Status, now: datetime) -> tuple[str, str]:
         now_ms = backend.to_ms(now)
         if status == "active":
@@ -192,22 +252,36 @@ class RedisInventory(SessionInventory):
         *,
         status: Status = "all",
         user_id: str | None = None,
+        user_ids: Collection[str] | None = None,
         ip: str | None = None,
         authenticated: bool | None = None,
+        active_after: datetime | None = None,
+        active_before: datetime | None = None,
         estimate: bool = False,
     ) -> Count:
-        """Count sessions: exact and cheap, except with *ip*, which walks every session.
+        """Count sessions: exact and cheap, except with *ip* or an activity filter
+        and no user filter, which walk every session.
 
         "expired" counts sessions whose index entries still await pruning.
         """
         _check(status)
         now = timezone.now()
-        if user_id is not None:
-            sessions = self._user_sessions(user_id)
-            return Count(sum(_matches(s, status, ip, authenticated, now) for s in sessions))
-        if ip is not None:
+        users = wanted_users(user_id, user_ids)
+        activity = (active_after, active_before)
+        if users is not None:
+            sessions = self._users_sessions(users)
+            return Count(
+                sum(_matches(s, status, ip, authenticated, now, *activity) for s in sessions)
+            )
+        if ip is not None or active_after is not None or active_before is not None:
             walk = self._walk(status, False, now)
-            return Count(sum(_matches(s, status, ip, authenticated, now) for s in walk))
+            return Count(sum(_matches(s, status, ip, authenticated, now, *activity) for s in walk))
+        if authenticated is None:
+            # Without the authenticated filter: a counter and one ZCOUNT per
+            # chunk holding expired entries, never a script over every entry.
+            client = self.keyspace.client(write=False)
+            total, expired = self._totals(client, backend.to_ms(now))
+            return Count({"all": total, "active": total - expired, "expired": expired}[status])
         total, expired, auth, expired_auth = (
             int(value) for value in self.keyspace.run(backend.COUNT_SCRIPT, backend.to_ms(now))
         )
@@ -224,34 +298,40 @@ class RedisInventory(SessionInventory):
         limit: int = 100,
         status: Status = "all",
         user_id: str | None = None,
+        user_ids: Collection[str] | None = None,
         ip: str | None = None,
         authenticated: bool | None = None,
+        active_after: datetime | None = None,
+        active_before: datetime | None = None,
         ordering: Ordering = "-last_activity",
     ) -> list[SessionInfo]:
         """Return a page ordered by expiry (``last_activity`` orderings too, see the module).
 
         Filtered by user, the page is ordered as asked. Unfiltered, whole
-        chunks before *offset* are skipped by their count; filtered by IP or
-        authentication, sessions are walked in order until the page is full.
+        chunks before *offset* are skipped by their count; filtered by IP,
+        authentication or activity, sessions are walked in order until the
+        page is full.
         """
         _check(status, ordering)
         if offset < 0 or limit < 0:
             raise ValueError("offset and limit must not be negative.")
         now = timezone.now()
         descending = ordering.startswith("-")
-        if user_id is not None:
+        users = wanted_users(user_id, user_ids)
+        activity = (active_after, active_before)
+        if users is not None:
             sessions = [
                 s
-                for s in self._user_sessions(user_id)
-                if _matches(s, status, ip, authenticated, now)
+                for s in self._users_sessions(users)
+                if _matches(s, status, ip, authenticated, now, *activity)
             ]
             sessions.sort(key=_sort_key(ordering), reverse=descending)
             return sessions[offset : offset + limit]
-        if ip is not None or authenticated is not None:
+        if ip is not None or authenticated is not None or any(m is not None for m in activity):
             walk = (
                 s
                 for s in self._walk(status, descending, now)
-                if _matches(s, status, ip, authenticated, now)
+                if _matches(s, status, ip, authenticated, now, *activity)
             )
             return list(islice(walk, offset, offset + limit))
         if limit == 0:
@@ -304,6 +384,110 @@ class RedisInventory(SessionInventory):
         """
         return self.keyspace.prune(timezone.now(), batch_size)
 
+    def clear_inactive(self, *, before: datetime, batch_size: int = 1000) -> Iterator[int]:
+        """Delete sessions last active before *before*, expired or not, in batches.
+
+        No index orders sessions by activity: each chunk of the expiry index
+        is read in one short script that returns its idle sessions, which are
+        deleted *batch_size* at a time (in script calls of at most
+        ``DELETE_SLICE``), each re-checked so that a session active meanwhile
+        is kept. O(sessions) in small commands; Redis is never blocked for long.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1.")
+        return self._clear_inactive(backend.to_ms(before), batch_size)
+
+    def _clear_inactive(self, before_ms: int, batch_size: int) -> Iterator[int]:
+        keyspace = self.keyspace
+        chunk_ids = keyspace.client().zrange(f"{keyspace.base}:x:d", 0, -1)
+        idle: list[str] = []
+        for chunk_id in chunk_ids:
+            reply = keyspace.run(IDLE_SCRIPT, chunk_id, before_ms)
+            idle.extend(str(backend.text(pid)) for pid in reply)
+            while len(idle) >= batch_size:
+                batch, idle = idle[:batch_size], idle[batch_size:]
+                if deleted := self._delete_idle(before_ms, batch):
+                    yield deleted
+        if idle and (deleted := self._delete_idle(before_ms, idle)):
+            yield deleted
+
+    def _delete_idle(self, before_ms: int, pids: list[str]) -> int:
+        return sum(
+            int(self.keyspace.run(DELETE_IDLE_SCRIPT, before_ms, *pids[i : i + DELETE_SLICE]))
+            for i in range(0, len(pids), DELETE_SLICE)
+        )
+
+    def stats(self) -> Stats:
+        """Return the totals from the indexes, in small pipelined commands.
+
+        Counts and the oldest expired come from the expiry index (a ZCOUNT per
+        chunk that holds expired entries). The busiest user is found by
+        reading the user index chunk by chunk: the sessions of one user always
+        sit in one chunk, so memory holds one round trip's chunks, and each
+        session's user and expiry are read to count only unexpired sessions
+        of the right user (two users may share an index score). Among users
+        with as many sessions, the smallest id.
+        """
+        keyspace = self.keyspace
+        client = keyspace.client(write=False)
+        now_ms = backend.to_ms(timezone.now())
+        expiry_index = f"{keyspace.base}:x"
+        total, expired = self._totals(client, now_ms)
+        oldest_expired = None
+        head = client.zrange(f"{expiry_index}:d", 0, 0)
+        if head:
+            first = client.zrange(
+                f"{expiry_index}:c:{backend.text(head[0])}", 0, 0, withscores=True
+            )
+            if first and first[0][1] <= now_ms:
+                oldest_expired = backend.from_ms(int(first[0][1]))
+        return Stats(
+            sessions=total,
+            active=total - expired,
+            expired=expired,
+            oldest_expired=oldest_expired,
+            busiest_user=self._busiest_user(client, now_ms),
+        )
+
+    def _totals(self, client: Any, now_ms: int) -> tuple[int, int]:
+        """Return the index entries and those expired at *now_ms*, in short commands."""
+        expiry_index = f"{self.keyspace.base}:x"
+        total = int(client.get(f"{expiry_index}:n") or 0)
+        expired_chunks = client.zrangebyscore(f"{expiry_index}:d", "-inf", now_ms)
+        expired = 0
+        for start in range(0, len(expired_chunks), CHUNKS_PER_ROUND_TRIP):
+            pipe = client.pipeline(transaction=False)
+            for chunk_id in expired_chunks[start : start + CHUNKS_PER_ROUND_TRIP]:
+                pipe.zcount(f"{expiry_index}:c:{backend.text(chunk_id)}", "-inf", now_ms)
+            expired += sum(int(n) for n in pipe.execute())
+        return total, expired
+
+    def _busiest_user(self, client: Any, now_ms: int) -> tuple[str, int] | None:
+        keyspace = self.keyspace
+        user_index = f"{keyspace.base}:u"
+        best: tuple[int, str] | None = None  # (-sessions, user id): the smallest is the best
+        start = 0
+        while True:
+            chunk_ids = client.zrange(f"{user_index}:d", start, start + CHUNKS_PER_ROUND_TRIP - 1)
+            if not chunk_ids:
+                return None if best is None else (best[1], -best[0])
+            start += len(chunk_ids)
+            pipe = client.pipeline(transaction=False)
+            for chunk_id in chunk_ids:
+                pipe.zrange(f"{user_index}:c:{backend.text(chunk_id)}", 0, -1)
+            pids = [backend.text(pid) for members in pipe.execute() for pid in members]
+            pipe = client.pipeline(transaction=False)
+            for pid in pids:
+                pipe.hmget(keyspace.session(str(pid)), ("u", "e"))
+            live: Counter[str] = Counter(
+                str(backend.text(user_id))
+                for user_id, expiry in pipe.execute()
+                if user_id is not None and expiry is not None and int(expiry) > now_ms
+            )
+            for user_id, sessions in live.items():
+                if best is None or (-sessions, user_id) < best:
+                    best = (-sessions, user_id)
+
     # -- for migratesessions ---------------------------------------------------
 
     def export_sessions(
@@ -342,6 +526,7 @@ class StockCacheInventory(SessionInventory):
     """
 
     records_metadata = False
+    expires_itself = "Redis"
 
     def __init__(self, engine: str = STOCK_CACHE_ENGINE, cache_alias: str | None = None) -> None:
         self.engine = engine
@@ -459,15 +644,19 @@ class StockCacheInventory(SessionInventory):
         *,
         status: Status = "all",
         user_id: str | None = None,
+        user_ids: Collection[str] | None = None,
         ip: str | None = None,
         authenticated: bool | None = None,
+        active_after: datetime | None = None,
+        active_before: datetime | None = None,
         estimate: bool = False,
     ) -> Count:
         """Count by SCAN (O(keys), expensive); *estimate* samples random keys instead."""
         _check(status)
-        if status == "expired" or ip is not None:
-            return Count(0)  # Redis drops expired sessions; no IP is recorded
-        if user_id is None and authenticated is None:
+        users = wanted_users(user_id, user_ids)
+        if self._nothing_matches(status, users, ip, active_after, active_before):
+            return Count(0)
+        if users is None and authenticated is None:
             if estimate:
                 return Count(self._estimate(), exact=False)
             return Count(sum(len(pairs) for pairs in self._scan()))
@@ -475,16 +664,33 @@ class StockCacheInventory(SessionInventory):
             sum(
                 1
                 for _, _, _, data in self._sessions(with_data=True)
-                if self._user_matches(data or {}, user_id, authenticated)
+                if self._user_matches(data or {}, users, authenticated)
             )
         )
 
     @staticmethod
+    def _nothing_matches(
+        status: Status,
+        users: frozenset[str] | None,
+        ip: str | None,
+        active_after: datetime | None,
+        active_before: datetime | None,
+    ) -> bool:
+        """Redis drops expired sessions; no IP or activity is recorded."""
+        return (
+            status == "expired"
+            or ip is not None
+            or active_after is not None
+            or active_before is not None
+            or users == frozenset()
+        )
+
+    @staticmethod
     def _user_matches(
-        data: dict[str, Any], user_id: str | None, authenticated: bool | None
+        data: dict[str, Any], users: frozenset[str] | None, authenticated: bool | None
     ) -> bool:
         stored = data.get(SESSION_KEY)
-        if user_id is not None and (stored is None or str(stored) != user_id):
+        if users is not None and (stored is None or str(stored) not in users):
             return False
         return authenticated is None or (stored is not None) == authenticated
 
@@ -495,8 +701,11 @@ class StockCacheInventory(SessionInventory):
         limit: int = 100,
         status: Status = "all",
         user_id: str | None = None,
+        user_ids: Collection[str] | None = None,
         ip: str | None = None,
         authenticated: bool | None = None,
+        active_after: datetime | None = None,
+        active_before: datetime | None = None,
         ordering: Ordering = "-last_activity",
     ) -> list[SessionInfo]:
         """Return a page ordered by expiry (activity is not recorded), after a full SCAN.
@@ -507,14 +716,15 @@ class StockCacheInventory(SessionInventory):
         _check(status, ordering)
         if offset < 0 or limit < 0:
             raise ValueError("offset and limit must not be negative.")
-        if status == "expired" or ip is not None or limit == 0:
+        users = wanted_users(user_id, user_ids)
+        if limit == 0 or self._nothing_matches(status, users, ip, active_after, active_before):
             return []
-        with_data = user_id is not None or authenticated is not None
+        with_data = users is not None or authenticated is not None
         # A key without a TTL never expires: it sorts after every other.
         candidates = (
             (float("inf") if expiry is None else expiry.timestamp(), raw, key, expiry, data)
             for raw, key, expiry, data in self._sessions(with_data=with_data)
-            if not with_data or self._user_matches(data or {}, user_id, authenticated)
+            if not with_data or self._user_matches(data or {}, users, authenticated)
         )
         pick = heapq.nlargest if ordering.startswith("-") else heapq.nsmallest
         chosen = pick(offset + limit, candidates, key=itemgetter(0))[offset:]
@@ -560,7 +770,7 @@ class StockCacheInventory(SessionInventory):
         sessions = [
             self._info(key, expire_date, data or {})
             for raw, key, expire_date, data in self._sessions(with_data=True)
-            if self._user_matches(data or {}, user_id, None)
+            if self._user_matches(data or {}, frozenset((user_id,)), None)
         ]
         sessions.sort(key=_sort_key("-expire_date"), reverse=True)
         return sessions
@@ -574,8 +784,9 @@ class StockCacheInventory(SessionInventory):
         redis = self._redis(write=True)
         doomed: list[bytes] = []
         revoked = 0
+        users = frozenset((user_id,))
         for raw, key, _, data in self._sessions(with_data=True):
-            if self._user_matches(data or {}, user_id, None) and public_id_of(key) != keep:
+            if self._user_matches(data or {}, users, None) and public_id_of(key) != keep:
                 doomed.append(raw)
             if len(doomed) >= SCAN_COUNT:
                 revoked += redis.delete(*doomed)
@@ -589,3 +800,14 @@ class StockCacheInventory(SessionInventory):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1.")
         return iter(())
+
+    def stats(self) -> Stats:
+        """Count the sessions with a SCAN; Redis keeps no expired ones, records no user index.
+
+        Counts only: finding the busiest user would mean reading and decoding
+        every session.
+        """
+        sessions = sum(len(pairs) for pairs in self._scan())
+        return Stats(
+            sessions=sessions, active=sessions, expired=0, oldest_expired=None, busiest_user=None
+        )

@@ -1,0 +1,911 @@
+"""Benchmark ``clearsessions``: stock Django's command against sessionkit's, on identical data.
+
+Run from the project root::
+
+    python -m tests.benchmarks.clearsessions [--sessions N] [--db sqlite|postgres|both]
+                                             [--only clear,receiver,writer,redis]
+
+*N* sessions (default 2,000,000), half of them expired, are written once per
+database into sessionkit's table; every measured run gets its own identical
+copy (a file copy on SQLite, ``CREATE DATABASE ... TEMPLATE`` on PostgreSQL)
+and runs in a process of its own, whose peak RSS the kernel reports
+(``wait4``). Both commands run with ``SESSION_ENGINE`` set to
+sessionkit's db engine, so they clear the very same table: stock Django's
+command calls ``SessionStore.clear_expired()`` (one ``QuerySet.delete()``),
+ours deletes through the inventory in batches.
+
+clear
+    Total time, the longest single DELETE transaction (stock Django's is the
+    whole statement; ours is the longest batch, timed around each batch),
+    peak RSS, and unexpired sessions removed (must be zero). Our RSS is also
+    measured on a table of *N*/2 sessions: it must not grow with *N*.
+receiver
+    The same with a ``post_delete`` receiver connected to the session model,
+    which makes Django's ``QuerySet.delete()`` load every row.
+writer
+    A second process updates the ``last_activity`` of random unexpired
+    sessions, one autocommitted UPDATE every 10 ms, while each command runs;
+    its longest wait for one UPDATE is printed, for stock Django's command,
+    ours, and ours with ``--sleep 0.1`` (SQLite's lock is not fair: a writer
+    backing off in its busy handler can miss the gaps between batches run
+    back to back).
+redis
+    *N*/2 index entries of expired sessions in sessionkit's redis engine
+    (written by the engine's own save script, with expiry dates in the past),
+    pruned by ``clearsessions``; the longest single Redis command comes from
+    SLOWLOG. Beside it, a sweep with django-redis's ``iter_keys("*")`` at its
+    default settings over the same keyspace.
+
+PostgreSQL comes from ``DATABASE_URL`` (default
+``postgres://postgres@127.0.0.1:5432/test``): only its server is used, with
+dedicated databases named ``sessionkit_bench_clear*`` that are dropped at the
+end. Redis is a private ``redis-server`` started for the run (its SLOWLOG and
+configuration are ours alone), or ``--redis-url``, whose database is flushed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from tests.benchmarks._common import USER_AGENTS, Report, duration, mib, ms, progress
+
+logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[2]
+PARTS = ("clear", "receiver", "writer", "redis")
+BENCH_DATABASE = "sessionkit_bench_clear"
+DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/test"
+OUR_DB = "django_sessionkit.backends.db"
+OUR_REDIS = "django_sessionkit.backends.redis"
+SESSIONS_PER_USER = 20
+ANONYMOUS_SHARE = 0.1
+AGE = timedelta(days=14)
+ROWS_PER_INSERT = 20_000
+#: Seconds between two UPDATEs of the concurrent writer.
+WRITER_PAUSE = 0.01
+#: --sleep of the second run of ours with the concurrent writer.
+PAUSE = 0.1
+SLOWLOG_THRESHOLD_US = 1000
+
+TIME_TARGET = 1.3
+TRANSACTION_TARGET = 0.100
+RSS_MARGIN = 30 * 1024 * 1024
+RSS_GROWTH = 10 * 1024 * 1024
+RECEIVER_TIME_TARGET = 0.25
+RECEIVER_RSS_TARGET = 100 * 1024 * 1024
+WRITER_TARGET = 0.200
+SLOWLOG_TARGET = 0.010
+SWEEP_TARGET = 0.5
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.benchmarks.clearsessions",
+        description="Compare django_sessionkit's clearsessions with stock Django's.",
+    )
+    parser.add_argument(
+        "--sessions",
+        type=int,
+        default=2_000_000,
+        help="sessions per table, half of them expired (default 2,000,000); Redis gets N/2",
+    )
+    parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
+    parser.add_argument(
+        "--only", default=",".join(PARTS), help=f"comma-separated parts among {', '.join(PARTS)}"
+    )
+    parser.add_argument("--batch-size", type=int, default=1000, help="our --batch-size")
+    parser.add_argument("--redis-url", help="use this Redis (its database is flushed)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    # Internal: the processes this script starts.
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", help=argparse.SUPPRESS)
+    parser.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--sleep", type=float, default=0.0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.parts = [part for part in args.only.split(",") if part]
+    unknown = set(args.parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    if args.sessions < 10:
+        parser.error("--sessions must be at least 10")
+    return args
+
+
+# -- databases ----------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """One database server, on which source tables are written once and copied per run."""
+
+    vendor: str
+    workdir: str
+    url: str = ""
+
+    @property
+    def label(self) -> str:
+        return "SQLite" if self.vendor == "sqlite" else "PostgreSQL"
+
+    def settings(self, name: str) -> dict[str, Any]:
+        """Return the Django DATABASES entry of database *name*."""
+        if self.vendor == "sqlite":
+            return {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": os.path.join(self.workdir, f"{name}.sqlite3"),
+                # The concurrent writer waits for the lock instead of failing.
+                "OPTIONS": {"timeout": 600},
+            }
+        import dj_database_url
+
+        return {**dj_database_url.parse(self.url), "NAME": name}
+
+    def _admin(self) -> Any:
+        import psycopg
+
+        admin_url = urlunsplit(urlsplit(self.url)._replace(path="/postgres"))
+        return psycopg.connect(admin_url, autocommit=True)
+
+    def create(self, name: str) -> None:
+        self.drop(name)
+        if self.vendor == "postgresql":
+            with self._admin() as connection:
+                connection.execute(f'CREATE DATABASE "{name}"')
+
+    def copy(self, source: str, name: str) -> None:
+        self.drop(name)
+        if self.vendor == "sqlite":
+            shutil.copyfile(self.settings(source)["NAME"], self.settings(name)["NAME"])
+        else:
+            with self._admin() as connection:
+                connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+
+    def drop(self, name: str) -> None:
+        if self.vendor == "sqlite":
+            for suffix in ("", "-journal", "-wal", "-shm"):
+                path = self.settings(name)["NAME"] + suffix
+                if os.path.exists(path):
+                    os.unlink(path)
+        else:
+            with self._admin() as connection:
+                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- worker processes -----------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """What a worker printed (its last stdout line, JSON) and its peak RSS in bytes."""
+
+    data: dict[str, Any]
+    peak_rss: int
+
+
+def _command(role: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "tests.benchmarks.clearsessions", "--worker", role, *args]
+
+
+def _environment(database: dict[str, Any] | None, **extra: str) -> dict[str, str]:
+    env = {**os.environ, **extra}
+    if database is not None:
+        env["BENCH_DATABASE"] = json.dumps(database)
+    return env
+
+
+def run_worker(role: str, database: dict[str, Any] | None, *args: str, **extra: str) -> Result:
+    """Run a worker to its end; return its result and the peak RSS the kernel saw."""
+    process = subprocess.Popen(
+        _command(role, *args),
+        cwd=REPO,
+        env=_environment(database, **extra),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"worker {role} failed with exit status {process.returncode}")
+    last = output.strip().splitlines()[-1]
+    return Result(json.loads(last), usage.ru_maxrss * 1024)
+
+
+class Writer:
+    """The concurrent writer process: started, then stopped with SIGTERM, then read."""
+
+    def __init__(self, database: dict[str, Any]) -> None:
+        self.process = subprocess.Popen(
+            _command("writer"),
+            cwd=REPO,
+            env=_environment(database),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError("the concurrent writer did not start")
+
+    def stop(self) -> dict[str, Any]:
+        self.process.send_signal(signal.SIGTERM)
+        output, _ = self.process.communicate(timeout=600)
+        return dict(json.loads(output.strip().splitlines()[-1]))
+
+
+def configure(**overrides: Any) -> None:
+    """Configure Django in a worker; the database comes from BENCH_DATABASE."""
+    import django
+    from django.conf import settings
+
+    options: dict[str, Any] = {
+        "SECRET_KEY": "sessionkit-benchmark-not-secret",
+        "USE_TZ": True,
+        "TIME_ZONE": "UTC",
+        "INSTALLED_APPS": [
+            "django_sessionkit",
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "django.contrib.sessions",
+        ],
+        "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
+        "SESSION_ENGINE": OUR_DB,
+        "CACHES": {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
+    }
+    if "BENCH_DATABASE" in os.environ:
+        options["DATABASES"] = {"default": json.loads(os.environ["BENCH_DATABASE"])}
+    options.update(overrides)
+    settings.configure(**options)
+    django.setup()
+
+
+def _insert(table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    """Insert *rows* the fastest way the database has: COPY, else executemany."""
+    from django.db import connection
+
+    names = ", ".join(connection.ops.quote_name(column) for column in columns)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            placeholders = ", ".join(["%s"] * len(columns))
+            sql = f"INSERT INTO {table} ({names}) VALUES ({placeholders})"  # noqa: S608
+            cursor.executemany(sql, rows)
+
+
+def _db_value(value: Any) -> Any:
+    from django.db import connection
+
+    if isinstance(value, datetime) and connection.vendor != "postgresql":
+        return connection.ops.adapt_datetimefield_value(value)
+    return value
+
+
+def worker_populate(sessions: int) -> dict[str, Any]:
+    """Create the schema and write *sessions* sessions, every other one expired."""
+    from django.core.management import call_command
+    from django.db import connection, transaction
+
+    from django_sessionkit.backends.db import SessionStore
+    from django_sessionkit.public_id import public_id
+
+    call_command("migrate", verbosity=0)
+    now = datetime.now(dt_timezone.utc)
+    users = max(1, sessions // SESSIONS_PER_USER)
+    user_rows = [
+        (pk, "!", False, f"user-{pk}", "", "", "", False, True, _db_value(now))
+        for pk in range(1, users + 1)
+    ]
+    user_columns = (
+        "id", "password", "is_superuser", "username", "first_name", "last_name", "email",
+        "is_staff", "is_active", "date_joined",
+    )  # fmt: skip
+    with transaction.atomic():
+        for start in range(0, users, ROWS_PER_INSERT):
+            _insert("auth_user", user_columns, user_rows[start : start + ROWS_PER_INSERT])
+    del user_rows
+
+    store = SessionStore()
+    encoded: dict[int | None, str] = {}
+    rng = random.Random(2024)
+    columns = (
+        "session_key", "session_data", "expire_date", "public_id", "user_id", "ip",
+        "user_agent", "created_at", "last_activity",
+    )  # fmt: skip
+    rows: list[tuple[Any, ...]] = []
+    started = time.perf_counter()
+    for number in range(sessions):
+        key = f"{rng.getrandbits(128):032x}"
+        user_id = None if rng.random() < ANONYMOUS_SHARE else rng.randrange(1, users + 1)
+        if user_id not in encoded:
+            data: dict[str, Any] = {"cart": [1, 2, 3]}
+            if user_id is not None:
+                data = {
+                    "_auth_user_id": str(user_id),
+                    "_auth_user_backend": "django.contrib.auth.backends.ModelBackend",
+                    "_auth_user_hash": f"{user_id:064x}",
+                }
+            encoded[user_id] = store.encode(data)
+        if number % 2:
+            expire_date = now - timedelta(seconds=rng.randrange(60, int(AGE.total_seconds())))
+        else:
+            expire_date = now + timedelta(seconds=rng.randrange(86400, int(AGE.total_seconds())))
+        last_activity = expire_date - AGE
+        rows.append(
+            (
+                key,
+                encoded[user_id],
+                _db_value(expire_date),
+                public_id(key),
+                user_id,
+                f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+                rng.choice(USER_AGENTS),
+                _db_value(last_activity - timedelta(seconds=rng.randrange(3600))),
+                _db_value(last_activity),
+            )
+        )
+        if len(rows) == ROWS_PER_INSERT or number == sessions - 1:
+            with transaction.atomic():
+                _insert("sessionkit_session", columns, rows)
+            rows = []
+            if (number + 1) % 200_000 == 0:
+                progress(f"  {number + 1:,} sessions written")
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            # The steady state of a live table: autovacuum has run.
+            cursor.execute("VACUUM ANALYZE")
+    return {"sessions": sessions, "users": users, "seconds": time.perf_counter() - started}
+
+
+def _counts(now: datetime) -> dict[str, int]:
+    from django_sessionkit.models import Session
+
+    return {
+        "unexpired": Session.objects.filter(expire_date__gt=now).count(),
+        "expired": Session.objects.filter(expire_date__lt=now).count(),
+    }
+
+
+def worker_clear(mode: str, receiver: bool, batch_size: int, sleep: float) -> dict[str, Any]:
+    """Run stock Django's or our clearsessions once, timing it and each of our batches."""
+    from django.contrib.sessions.management.commands.clearsessions import (
+        Command as DjangoClearSessions,
+    )
+    from django.core.management import call_command
+    from django.db.models.signals import post_delete
+    from django.utils import timezone
+
+    from django_sessionkit.inventory.model import ModelInventory
+    from django_sessionkit.models import Session
+
+    now = timezone.now()
+    before = _counts(now)
+    heard = [0]
+    if receiver:
+
+        def audit(sender: Any, instance: Any, **kwargs: Any) -> None:
+            heard[0] += 1
+
+        post_delete.connect(audit, sender=Session, weak=False)
+
+    batches: list[float] = []
+    original = ModelInventory.clear_expired
+
+    def timed(self: ModelInventory, *, batch_size: int = 1000) -> Iterator[int]:
+        inner = original(self, batch_size=batch_size)
+        while True:
+            started = time.perf_counter()
+            try:
+                deleted = next(inner)
+            except StopIteration:
+                return
+            batches.append(time.perf_counter() - started)
+            yield deleted
+
+    ModelInventory.clear_expired = timed  # type: ignore[method-assign]
+    started = time.perf_counter()
+    if mode == "stock":
+        call_command(DjangoClearSessions())
+    else:
+        options = {"sleep": sleep} if sleep else {}
+        call_command("clearsessions", batch_size=batch_size, stdout=io.StringIO(), **options)
+    seconds = time.perf_counter() - started
+    after = _counts(now)
+    return {
+        "seconds": seconds,
+        # Stock Django's job is one statement (one transaction with a receiver).
+        "longest_transaction": max(batches) if batches else seconds,
+        "batches": len(batches),
+        "before": before,
+        "after": after,
+        "receiver_calls": heard[0],
+    }
+
+
+def worker_writer() -> None:
+    """Update random unexpired sessions until SIGTERM; print the waits."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from django_sessionkit.models import Session
+
+    keys = list(
+        Session.objects.filter(expire_date__gt=timezone.now() + timedelta(hours=1))
+        .order_by()
+        .values_list("pk", flat=True)[:5000]
+    )
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    rng = random.Random(7)
+    waits: list[float] = []
+    table = Session._meta.db_table
+    sql = f"UPDATE {table} SET last_activity = %s WHERE session_key = %s"  # noqa: S608
+    with connection.cursor() as cursor:
+        while not stopping:
+            started = time.perf_counter()
+            cursor.execute(sql, [_db_value(timezone.now()), rng.choice(keys)])
+            waits.append(time.perf_counter() - started)
+            if len(waits) == 1:
+                print("ready", flush=True)
+            time.sleep(WRITER_PAUSE)
+    ordered = sorted(waits)
+    print(
+        json.dumps(
+            {
+                "updates": len(waits),
+                "longest": ordered[-1],
+                "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+                "median": statistics.median(ordered),
+            }
+        ),
+        flush=True,
+    )
+
+
+def worker_redis(sessions: int, batch_size: int, redis_url: str) -> dict[str, Any]:
+    """Write stale index entries, sweep with iter_keys, prune with clearsessions."""
+    from django.core.cache import caches
+    from django.core.management import call_command
+
+    from django_sessionkit.backends import redis as engine
+    from django_sessionkit.inventory.redis import RedisInventory
+    from django_sessionkit.public_id import public_id
+
+    keyspace = engine.Keyspace("sessions")
+    client = keyspace.client()
+    client.flushdb()
+    client.script_load(engine.SAVE_SCRIPT.source)
+    rng = random.Random(99)
+    now_ms = int(time.time() * 1000)
+    encoder = engine.SessionStore()
+    encoded: dict[int | None, bytes] = {}
+    started = time.perf_counter()
+    pipe = client.pipeline(transaction=False)
+    for number in range(sessions):
+        key = f"{rng.getrandbits(128):032x}"
+        user_id = None if rng.random() < ANONYMOUS_SHARE else rng.randrange(1, 100_000)
+        if user_id not in encoded:
+            data = {} if user_id is None else {"_auth_user_id": str(user_id)}
+            encoded[user_id] = encoder.serialize_data(data)
+        # Expired by the index (expiry in the past), with a TTL Redis has not
+        # reached: pruning removes the entries and the sessions. "now" for the
+        # save is a day before the expiry, so that saves do not prune each other.
+        expiry = now_ms - rng.randrange(60_000, 86_400_000)
+        uid = "" if user_id is None else str(user_id)
+        engine.SAVE_SCRIPT(
+            pipe, keyspace.base, "create", public_id(key), expiry - 86_400_000, 3600, expiry,
+            uid, engine.user_digest(uid) if uid else "", encoded[user_id], key, "1",
+            "10.0.0.1", USER_AGENTS[number % len(USER_AGENTS)], "",
+        )  # fmt: skip
+        if len(pipe) == 1000 or number == sessions - 1:
+            pipe.execute()
+            pipe = client.pipeline(transaction=False)
+            if (number + 1) % 200_000 == 0:
+                progress(f"  {number + 1:,} Redis sessions written")
+    written = time.perf_counter() - started
+    keys = client.dbsize()
+
+    cache = caches["sessions"]
+    started = time.perf_counter()
+    swept = 0
+    for _ in cache.iter_keys("*"):
+        swept += 1
+    sweep = time.perf_counter() - started
+
+    previous = client.config_get("slowlog-*")
+    client.config_set("slowlog-log-slower-than", SLOWLOG_THRESHOLD_US)
+    client.config_set("slowlog-max-len", 100_000)
+    inventory = RedisInventory(OUR_REDIS, "sessions")
+    entries_before = inventory.count().value
+    last = client.slowlog_get(1)
+    last_id = last[0]["id"] if last else -1
+    started = time.perf_counter()
+    call_command("clearsessions", batch_size=batch_size, stdout=io.StringIO())
+    prune = time.perf_counter() - started
+    slow = [entry for entry in client.slowlog_get(100_000) if entry["id"] > last_id]
+    for name, value in previous.items():
+        client.config_set(name, value)
+    entries_after = inventory.count().value
+    remaining = client.dbsize()
+    client.flushdb()
+    return {
+        "written_seconds": written,
+        "keys": keys,
+        "swept_keys": swept,
+        "sweep": sweep,
+        "prune": prune,
+        "entries_before": entries_before,
+        "entries_after": entries_after,
+        "remaining_keys": remaining,
+        "slowest_command": max((entry["duration"] for entry in slow), default=0) / 1e6,
+        "slowest_name": _command_name(max(slow, key=lambda entry: entry["duration"]))
+        if slow
+        else "",
+        "slow_commands": len(slow),
+        "commands_over_target": len(
+            [entry for entry in slow if entry["duration"] / 1e6 > SLOWLOG_TARGET]
+        ),
+        "redis_version": client.info("server")["redis_version"],
+    }
+
+
+def _command_name(entry: dict[str, Any]) -> str:
+    command = entry["command"]
+    if isinstance(command, bytes):
+        command = command.decode(errors="replace")
+    return str(command).split(" ", 1)[0]
+
+
+def worker_main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    role = args.worker
+    if role == "redis":
+        redis_url = os.environ["BENCH_REDIS_URL"]
+        configure(
+            CACHES={
+                "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+                "sessions": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": redis_url},
+            },
+            SESSION_CACHE_ALIAS="sessions",
+            SESSION_ENGINE=OUR_REDIS,
+        )
+        result = worker_redis(args.sessions, args.batch_size, redis_url)
+    else:
+        configure()
+        if role == "populate":
+            result = worker_populate(args.sessions)
+        elif role == "clear":
+            result = worker_clear(args.mode, args.receiver, args.batch_size, args.sleep)
+        elif role == "writer":
+            worker_writer()
+            return
+        else:
+            raise SystemExit(f"unknown worker {role}")
+    print(json.dumps(result), flush=True)
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def verdict(value: float, target: float) -> bool:
+    return value <= target
+
+
+def clear_run(
+    target: Target, source: str, mode: str, batch_size: int, *, receiver: bool = False
+) -> Result:
+    name = f"{BENCH_DATABASE}_run"
+    target.copy(source, name)
+    try:
+        args = ["--mode", mode, "--batch-size", str(batch_size)]
+        if receiver:
+            args.append("--receiver")
+        return run_worker("clear", target.settings(name), *args)
+    finally:
+        target.drop(name)
+
+
+def writer_run(
+    target: Target, source: str, mode: str, batch_size: int, sleep: float = 0.0
+) -> dict[str, Any]:
+    name = f"{BENCH_DATABASE}_run"
+    target.copy(source, name)
+    try:
+        database = target.settings(name)
+        writer = Writer(database)
+        try:
+            result = run_worker(
+                "clear",
+                database,
+                "--mode",
+                mode,
+                "--batch-size",
+                str(batch_size),
+                "--sleep",
+                str(sleep),
+            )
+        finally:
+            waits = writer.stop()
+        return {**waits, "seconds": result.data["seconds"]}
+    finally:
+        target.drop(name)
+
+
+def removed_unexpired(result: Result) -> int:
+    return int(result.data["before"]["unexpired"] - result.data["after"]["unexpired"])
+
+
+def measure_database(target: Target, args: argparse.Namespace) -> list[Report]:
+    sessions, batch_size = args.sessions, args.batch_size
+    source = BENCH_DATABASE
+    reports = []
+    progress(f"{target.label}: writing {sessions:,} sessions (half expired)")
+    target.create(source)
+    populated = run_worker("populate", target.settings(source), "--sessions", str(sessions))
+    progress(f"{target.label}: written in {duration(populated.data['seconds'])}")
+
+    if "clear" in args.parts:
+        report = Report(f"{target.label}: {sessions:,} sessions, {sessions // 2:,} expired")
+        progress(f"{target.label}: stock clearsessions")
+        stock = clear_run(target, source, "stock", batch_size)
+        progress(f"{target.label}: our clearsessions")
+        ours = clear_run(target, source, "ours", batch_size)
+        half = f"{source}_half"
+        progress(f"{target.label}: {sessions // 2:,} sessions, for our RSS at N/2")
+        target.create(half)
+        run_worker("populate", target.settings(half), "--sessions", str(sessions // 2))
+        ours_half = clear_run(target, half, "ours", batch_size)
+        target.drop(half)
+        ratio = ours.data["seconds"] / stock.data["seconds"]
+        report.add(
+            "total time",
+            duration(ours.data["seconds"]),
+            duration(stock.data["seconds"]),
+            f"{ratio:.2f}x",
+            f"<= {TIME_TARGET}x",
+            verdict(ratio, TIME_TARGET),
+        )
+        longest = ours.data["longest_transaction"]
+        report.add(
+            "longest DELETE transaction",
+            ms(longest),
+            ms(stock.data["longest_transaction"]),
+            "",
+            f"<= {ms(TRANSACTION_TARGET)}",
+            verdict(longest, TRANSACTION_TARGET),
+        )
+        report.add(
+            "peak RSS",
+            mib(ours.peak_rss),
+            mib(stock.peak_rss),
+            f"+{mib(ours.peak_rss - stock.peak_rss)}",
+            f"<= stock + {mib(RSS_MARGIN)}",
+            verdict(ours.peak_rss, stock.peak_rss + RSS_MARGIN),
+        )
+        report.add(
+            f"peak RSS at N/2 = {sessions // 2:,}",
+            mib(ours_half.peak_rss),
+            "",
+            f"N/2 -> N: +{mib(ours.peak_rss - ours_half.peak_rss)}",
+            f"flat (<= +{mib(RSS_GROWTH)})",
+            verdict(ours.peak_rss, ours_half.peak_rss + RSS_GROWTH),
+        )
+        for label, result in (("sessionkit", ours), ("stock Django", stock)):
+            removed = removed_unexpired(result)
+            report.add(
+                f"unexpired removed ({label})",
+                str(removed),
+                "",
+                "",
+                "0",
+                removed == 0,
+            )
+        report.note(
+            f"ours: {ours.data['batches']} batches of {batch_size}; "
+            f"expired left: ours {ours.data['after']['expired']}, "
+            f"stock {stock.data['after']['expired']}"
+        )
+        reports.append(report)
+
+    if "receiver" in args.parts:
+        report = Report(f"{target.label}: with a post_delete receiver connected")
+        progress(f"{target.label}: stock clearsessions with a post_delete receiver")
+        stock = clear_run(target, source, "stock", batch_size, receiver=True)
+        progress(f"{target.label}: our clearsessions with a post_delete receiver")
+        ours = clear_run(target, source, "ours", batch_size, receiver=True)
+        ratio = ours.data["seconds"] / stock.data["seconds"]
+        report.add(
+            "total time",
+            duration(ours.data["seconds"]),
+            duration(stock.data["seconds"]),
+            f"{ratio:.2f}x",
+            f"<= {RECEIVER_TIME_TARGET}x",
+            verdict(ratio, RECEIVER_TIME_TARGET),
+        )
+        report.add(
+            "peak RSS",
+            mib(ours.peak_rss),
+            mib(stock.peak_rss),
+            "",
+            f"<= {mib(RECEIVER_RSS_TARGET)}",
+            verdict(ours.peak_rss, RECEIVER_RSS_TARGET),
+        )
+        report.add(
+            "longest DELETE transaction",
+            ms(ours.data["longest_transaction"]),
+            ms(stock.data["longest_transaction"]),
+        )
+        report.add(
+            "receiver calls",
+            str(ours.data["receiver_calls"]),
+            str(stock.data["receiver_calls"]),
+        )
+        report.add("unexpired removed", str(removed_unexpired(ours)), str(removed_unexpired(stock)))
+        report.note("sessionkit deletes with raw DELETEs: delete receivers are not called")
+        reports.append(report)
+
+    if "writer" in args.parts:
+        report = Report(f"{target.label}: a concurrent writer updating active sessions")
+        progress(f"{target.label}: stock clearsessions with a concurrent writer")
+        stock_waits = writer_run(target, source, "stock", batch_size)
+        progress(f"{target.label}: our clearsessions with a concurrent writer")
+        our_waits = writer_run(target, source, "ours", batch_size)
+        progress(f"{target.label}: our clearsessions --sleep {PAUSE} with a concurrent writer")
+        paused = writer_run(target, source, "ours", batch_size, PAUSE)
+        for label, waits in (("", our_waits), (f" (ours with --sleep {PAUSE})", paused)):
+            report.add(
+                f"writer's longest wait{label}",
+                ms(waits["longest"]),
+                ms(stock_waits["longest"]),
+                "",
+                f"<= {ms(WRITER_TARGET)}",
+                verdict(waits["longest"], WRITER_TARGET),
+            )
+            report.add(f"writer's p99 wait{label}", ms(waits["p99"]), ms(stock_waits["p99"]))
+            report.add(
+                f"clearsessions time{label}",
+                duration(waits["seconds"]),
+                duration(stock_waits["seconds"]),
+            )
+        report.note(
+            f"writer's updates: ours {our_waits['updates']}, ours with --sleep "
+            f"{paused['updates']}, stock {stock_waits['updates']}"
+        )
+        reports.append(report)
+
+    target.drop(source)
+    return reports
+
+
+def measure_redis(args: argparse.Namespace) -> Report:
+    entries = args.sessions // 2
+    server = None
+    url = args.redis_url
+    if url is None:
+        from tests.redis_server import private_server
+
+        server = private_server()
+        server.start()
+        url = server.url
+    try:
+        progress(f"Redis: writing {entries:,} sessions expired by the index")
+        result = run_worker(
+            "redis",
+            None,
+            "--sessions",
+            str(entries),
+            "--batch-size",
+            str(args.batch_size),
+            BENCH_REDIS_URL=url,
+        ).data
+    finally:
+        if server is not None:
+            server.stop()
+    report = Report(
+        f"Redis {result['redis_version']}: pruning {result['entries_before']:,} index entries "
+        f"of expired sessions"
+    )
+    ratio = result["prune"] / result["sweep"]
+    report.add(
+        "time (ours: clearsessions; stock: iter_keys sweep)",
+        duration(result["prune"]),
+        duration(result["sweep"]),
+        f"{ratio:.2f}x",
+        f"<= {SWEEP_TARGET}x",
+        verdict(ratio, SWEEP_TARGET),
+    )
+    report.add(
+        "slowest single command (SLOWLOG)",
+        ms(result["slowest_command"]),
+        "",
+        "",
+        f"<= {ms(SLOWLOG_TARGET)}",
+        verdict(result["slowest_command"], SLOWLOG_TARGET),
+    )
+    report.add("commands over 10 ms", str(result["commands_over_target"]), "", "", "0")
+    if result["slowest_name"]:
+        report.note(f"slowest command: {result['slowest_name']}")
+    report.add("index entries left", str(result["entries_after"]), "", "", "0")
+    report.note(
+        f"keyspace: {result['keys']:,} keys (sessions and index chunks), "
+        f"{result['swept_keys']:,} swept; {result['remaining_keys']} keys left after pruning; "
+        f"SLOWLOG threshold {SLOWLOG_THRESHOLD_US} us, {result['slow_commands']} commands logged"
+    )
+    return report
+
+
+def describe(args: argparse.Namespace, targets: list[Target]) -> list[str]:
+    import platform
+    import sqlite3
+
+    import django
+
+    from tests.benchmarks._common import command_line
+
+    lines = [
+        "Command: " + command_line(),
+        f"Python {platform.python_version()}, Django {django.get_version()}, "
+        f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs",
+    ]
+    for target in targets:
+        if target.vendor == "sqlite":
+            lines.append(f"SQLite {sqlite3.sqlite_version} (files in {target.workdir})")
+        else:
+            with target._admin() as connection:
+                version = connection.execute("SHOW server_version").fetchone()[0]
+            lines.append(f"PostgreSQL {version} (databases {BENCH_DATABASE}*)")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        worker_main(args)
+        return
+    workdir = tempfile.mkdtemp(prefix="sessionkit-bench-clear-")
+    targets = []
+    if args.db in ("sqlite", "both"):
+        targets.append(Target("sqlite", workdir))
+    if args.db in ("postgres", "both"):
+        url = os.environ.get("DATABASE_URL") or DEFAULT_POSTGRES_URL
+        targets.append(Target("postgresql", workdir, url))
+    db_parts = {"clear", "receiver", "writer"} & set(args.parts)
+    print("\n".join(describe(args, targets)), flush=True)
+    try:
+        for target in targets if db_parts else []:
+            for report in measure_database(target, args):
+                print("\n" + report.render(), flush=True)
+        if "redis" in args.parts:
+            print("\n" + measure_redis(args).render(), flush=True)
+    finally:
+        if not args.keep:
+            for target in targets:
+                if target.vendor == "postgresql":
+                    for name in (BENCH_DATABASE, f"{BENCH_DATABASE}_half", f"{BENCH_DATABASE}_run"):
+                        target.drop(name)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
