@@ -680,3 +680,33 @@ def test_pruning_keeps_the_user_index_consistent(inventory, ours):
         for user_id, key in kept.items():
             assert pids(inventory.for_user(user_id)) == [public_id(key)]
         assert inventory.count(authenticated=True).value == len(kept)
+
+
+def test_clear_expired_sweeps_user_entries_of_sessions_redis_expired(inventory, ours, commands):
+    """Redis drops a session at its TTL; its user index entry goes with the next clearing."""
+    keyspace = inventory.keyspace
+    client = keyspace.client()
+    with time_machine.travel(NOW, tick=False) as clock:
+        gone = save(ours, {SESSION_KEY: "77"}, expiry=60)
+        live = save(ours, {SESSION_KEY: "77"})
+        # What Redis does when the TTL runs out: the hash vanishes, the indexes stay.
+        client.delete(keyspace.session(public_id(gone)))
+        clock.move_to(NOW + timedelta(minutes=5))
+        assert int(client.get(f"{keyspace.base}:u:n")) == 2
+
+        assert list(inventory.clear_expired()) == [1]
+
+    assert int(client.get(f"{keyspace.base}:u:n")) == 1
+    [chunk] = client.zrange(f"{keyspace.base}:u:d", 0, -1)
+    assert client.zrange(f"{keyspace.base}:u:c:{chunk.decode()}", 0, -1) == [
+        public_id(live).encode()
+    ]
+    assert pids(inventory.for_user("77")) == [public_id(live)]
+
+
+def test_clear_expired_sweeps_only_when_it_pruned(inventory, ours, commands):
+    save(ours, {SESSION_KEY: "78"})
+    commands.clear()
+    assert list(inventory.clear_expired()) == []
+    # One PRUNE call that finds nothing; no sweep of the user index.
+    assert commands == ["evalsha"]

@@ -90,10 +90,12 @@ UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionInterrupted)
 LOAD_FIELDS = ("d", "a", "e")
 #: Index entries of expired sessions each save prunes on its way.
 PRUNE_ON_WRITE = 4
-#: Index entries one PRUNE script call removes at most (about 20 us each): a
+#: Index entries one PRUNE script call removes at most (a few us each): a
 #: batch of clear_expired() takes several calls, so that no single command
 #: keeps Redis busy for more than a few milliseconds.
-PRUNE_SLICE = 50
+PRUNE_SLICE = 100
+#: User index chunks swept per pipelined round trip (one script call each).
+SWEEP_PIPELINE = 50
 CREATE_ATTEMPTS = 100
 
 # -- Lua ----------------------------------------------------------------------
@@ -184,7 +186,7 @@ end
 
 -- After removals from a chunk: forget it when empty, else refresh its
 -- minimum and merge it into a neighbour when it has become small.
-local function settle(ix, id)
+local function settle(ix, id, keep)
   local dir = ix .. ':d'
   local key = ck(ix, id)
   local size = redis.call('ZCARD', key)
@@ -194,7 +196,7 @@ local function settle(ix, id)
   end
   local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
   redis.call('ZADD', dir, first[2], id)
-  if size >= CHUNK_MIN then return end
+  if size >= CHUNK_MIN or keep then return end
   local rank = redis.call('ZRANK', dir, id)
   local nxt = redis.call('ZRANGE', dir, rank + 1, rank + 1)[1]
   if nxt and size + redis.call('ZCARD', ck(ix, nxt)) <= CHUNK_MAX - CHUNK_MIN then
@@ -248,9 +250,14 @@ local function drop(pid)
   return redis.call('DEL', key)
 end
 
--- Remove up to limit index entries of sessions expired at now (and those
--- sessions, should Redis not have expired them yet); return how many.
-local function prune(now, limit)
+-- Remove up to limit expiry index entries of sessions expired at now (and
+-- those sessions, should Redis not have expired them yet); return how many.
+-- With users, their user index entries go too. Without (the bulk PRUNE of
+-- clearsessions) they are left to Keyspace.sweep_users() and to USER, which
+-- drop entries whose session is gone: removing them one by one costs a chunk
+-- lookup and a settle each, most of the cost of pruning. The head chunk is
+-- never merged while pruning: the next call empties it.
+local function prune(now, limit, users)
   local dir = X .. ':d'
   local removed = 0
   while removed < limit do
@@ -265,9 +272,6 @@ local function prune(now, limit)
     else
       local members = {}
       local authenticated = 0
-      -- User index chunks are settled once each, after the batch, not after
-      -- every removal: settling is most of the cost of a removal.
-      local touched, unlinked = {}, 0
       for i = 1, #batch, 2 do
         local member, score = batch[i], batch[i + 1]
         members[#members + 1] = member
@@ -275,11 +279,7 @@ local function prune(now, limit)
         local pid = member
         if sep then
           pid = string.sub(member, 1, sep - 1)
-          local uid = locate(U, string.sub(member, sep + 1))
-          if uid and redis.call('ZREM', ck(U, uid), pid) == 1 then
-            touched[uid] = true
-            unlinked = unlinked + 1
-          end
+          if users then remove(U, pid, string.sub(member, sep + 1)) end
           authenticated = authenticated + 1
         end
         local sk = skey(pid)
@@ -290,10 +290,8 @@ local function prune(now, limit)
       redis.call('ZREM', key, unpack(members))
       redis.call('DECRBY', X .. ':n', #members)
       redis.call('DECRBY', X .. ':a', authenticated)
-      if unlinked > 0 then redis.call('DECRBY', U .. ':n', unlinked) end
-      for uid in pairs(touched) do settle(U, uid) end
       removed = removed + #members
-      settle(X, head)
+      settle(X, head, true)
     end
   end
   return removed
@@ -332,7 +330,7 @@ if exists then
 end
 if ttl <= 0 then
   redis.call('DEL', key)
-  prune(now, PRUNE)
+  prune(now, PRUNE, true)
   return 1
 end
 redis.call('HSET', key, 'd', ARGV[9], 'k', ARGV[10], 'a', now, 'e', e, 'c', created or now)
@@ -353,7 +351,7 @@ if ARGV[11] == '1' then
 end
 redis.call('EXPIRE', key, ttl)
 index(pid, e, h)
-prune(now, PRUNE)
+prune(now, PRUNE, true)
 return 1
 """.replace("PRUNE", str(PRUNE_ON_WRITE))
 
@@ -374,7 +372,26 @@ return 1
 
 # ARGV: base, now, limit. Returns how many index entries were pruned.
 PRUNE = """
-return prune(ARGV[2], tonumber(ARGV[3]))
+return prune(ARGV[2], tonumber(ARGV[3]), false)
+"""
+
+# ARGV: base, chunk id of the user index. Drops the chunk's entries whose
+# session is gone (expired, pruned); returns how many.
+SWEEP = """
+local id = ARGV[2]
+local key = ck(U, id)
+local gone = {}
+for _, pid in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+  if redis.call('EXISTS', skey(pid)) == 0 then gone[#gone + 1] = pid end
+end
+for first = 1, #gone, 500 do
+  redis.call('ZREM', key, unpack(gone, first, math.min(first + 499, #gone)))
+end
+if #gone > 0 then
+  redis.call('DECRBY', U .. ':n', #gone)
+  settle(U, id)
+end
+return #gone
 """
 
 # ARGV: base, user id, user digest, mode ("list" | "revoke"), public id to keep.
@@ -508,6 +525,7 @@ SAVE_SCRIPT = LuaScript(SAVE)
 DELETE_SCRIPT = LuaScript(DELETE)
 TOUCH_SCRIPT = LuaScript(TOUCH)
 PRUNE_SCRIPT = LuaScript(PRUNE)
+SWEEP_SCRIPT = LuaScript(SWEEP)
 USER_SCRIPT = LuaScript(USER)
 COUNT_SCRIPT = LuaScript(COUNT)
 PAGE_SCRIPT = LuaScript(PAGE)
@@ -614,10 +632,13 @@ class Keyspace:
         """Remove index entries of expired sessions in batches, yielding each batch's count.
 
         A batch is several script calls of at most ``PRUNE_SLICE`` entries.
+        Once something was pruned, the user index is swept (see
+        :meth:`sweep_users`) as part of the last batch.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1.")
         now_ms = to_ms(now)
+        pruned_any = False
         while True:
             removed = 0
             while removed < batch_size:
@@ -625,10 +646,32 @@ class Keyspace:
                 pruned = int(self.run(PRUNE_SCRIPT, now_ms, step))
                 removed += pruned
                 if pruned < step:
+                    if removed or pruned_any:
+                        self.sweep_users()
                     if removed:
                         yield removed
                     return
+            pruned_any = True
             yield removed
+
+    def sweep_users(self) -> int:
+        """Drop the user index entries of sessions that are gone; return how many.
+
+        Pruning leaves them (see the PRUNE script). One short script per chunk
+        of the user index, pipelined; the chunk ids are read first, and a
+        chunk merged away meanwhile is simply found empty.
+        """
+        client = self.client()
+        # EVALSHA in a pipeline cannot fall back to EVAL: load the script first.
+        client.script_load(SWEEP_SCRIPT.source)
+        chunk_ids = client.zrange(f"{self.base}:u:d", 0, -1)
+        dropped = 0
+        for start in range(0, len(chunk_ids), SWEEP_PIPELINE):
+            pipe = client.pipeline(transaction=False)
+            for chunk_id in chunk_ids[start : start + SWEEP_PIPELINE]:
+                pipe.evalsha(SWEEP_SCRIPT.sha, 0, self.base, chunk_id)
+            dropped += sum(int(n) for n in pipe.execute())
+        return dropped
 
 
 # -- the engine ---------------------------------------------------------------
