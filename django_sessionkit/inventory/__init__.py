@@ -14,7 +14,6 @@ from importlib import import_module
 
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
-from django.core.cache import caches
 
 from django_sessionkit.inventory.base import (
     Count,
@@ -32,7 +31,9 @@ __all__ = [
     "SessionInfo",
     "SessionInventory",
     "Status",
+    "extends",
     "get_inventory",
+    "store_class_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 OUR_REDIS_ENGINE = "django_sessionkit.backends.redis"
 
 
-def _store_class(engine: str) -> type[SessionBase]:
+def store_class_of(engine: str) -> type[SessionBase]:
     try:
         module = import_module(engine)
     except ImportError as exc:
@@ -56,7 +57,7 @@ def _store_class(engine: str) -> type[SessionBase]:
     return store_class
 
 
-def _is_subclass(store_class: type, module_name: str) -> bool:
+def extends(store_class: type, module_name: str) -> bool:
     """Whether *store_class* extends ``module_name.SessionStore``.
 
     Only modules already imported are considered: a store that extends one
@@ -69,22 +70,9 @@ def _is_subclass(store_class: type, module_name: str) -> bool:
 
 
 def _stock_cache_inventory(engine: str) -> SessionInventory:
-    alias = settings.SESSION_CACHE_ALIAS
-    cache = caches[alias]
-    try:
-        from django_redis.cache import RedisCache
-    except ImportError:
-        RedisCache = None
-    if RedisCache is None or not isinstance(cache, RedisCache):
-        backend = f"{type(cache).__module__}.{type(cache).__qualname__}"
-        raise InventoryUnavailable(
-            f"The session engine {engine!r} keeps sessions in the cache {alias!r} "
-            f"({backend}), which cannot list its keys. Sessions in a cache can be listed "
-            f"only on django-redis (django_redis.cache.RedisCache); use "
-            f"'django_sessionkit.backends.redis' or a database engine to manage sessions."
-        )
-    from django_sessionkit.inventory.redis import StockCacheInventory
+    from django_sessionkit.inventory.redis import StockCacheInventory, django_redis_cache
 
+    django_redis_cache(settings.SESSION_CACHE_ALIAS, engine)  # or say why not
     return StockCacheInventory(engine)
 
 
@@ -95,27 +83,27 @@ def get_inventory(engine: str | None = None) -> SessionInventory:
     sessions that the server could read; the message says why.
     """
     engine = engine or settings.SESSION_ENGINE
-    store_class = _store_class(engine)
+    store_class = store_class_of(engine)
 
-    if _is_subclass(store_class, "django.contrib.sessions.backends.signed_cookies"):
+    if extends(store_class, "django.contrib.sessions.backends.signed_cookies"):
         raise InventoryUnavailable(
             f"The session engine {engine!r} stores each session in the browser's cookie; "
             f"the server keeps no list of them, so they cannot be listed or revoked."
         )
-    if _is_subclass(store_class, "django.contrib.sessions.backends.db"):
+    if extends(store_class, "django.contrib.sessions.backends.db"):
         from django_sessionkit.inventory.model import ModelInventory
 
         return ModelInventory(engine)
-    if _is_subclass(store_class, "django.contrib.sessions.backends.file"):
+    if extends(store_class, "django.contrib.sessions.backends.file"):
         from django_sessionkit.inventory.file import FileInventory
 
         return FileInventory(engine)
     # Before the stock cache engine: ours may extend it.
-    if _is_subclass(store_class, OUR_REDIS_ENGINE):
+    if extends(store_class, OUR_REDIS_ENGINE):
         from django_sessionkit.inventory.redis import RedisInventory
 
         return RedisInventory(engine)
-    if _is_subclass(store_class, "django.contrib.sessions.backends.cache"):
+    if extends(store_class, "django.contrib.sessions.backends.cache"):
         return _stock_cache_inventory(engine)
     raise InventoryUnavailable(
         f"django_sessionkit does not know how to list the sessions of the engine {engine!r}."

@@ -22,12 +22,11 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS, SessionBase
-from django.core.cache import caches
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured, ValidationError
 from django.db import models, router
 from django.utils import timezone
 
-from django_sessionkit.inventory import OUR_REDIS_ENGINE, _is_subclass, _store_class
+from django_sessionkit.inventory import OUR_REDIS_ENGINE, extends, store_class_of
 from django_sessionkit.inventory.base import InventoryUnavailable
 
 logger = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ class ExportedSession:
 def store_class(engine: str) -> type[SessionBase]:
     """Return the ``SessionStore`` class of *engine*; InventoryUnavailable if there is none."""
     try:
-        return _store_class(engine)
+        return store_class_of(engine)
     except ImproperlyConfigured as error:
         # e.g. our redis engine without django-redis installed
         raise InventoryUnavailable(
@@ -72,7 +71,7 @@ def store_class(engine: str) -> type[SessionBase]:
 def session_model(engine: str) -> type[models.Model] | None:
     """Return the model a database-backed *engine* stores sessions in, None for others."""
     store = store_class(engine)
-    if not _is_subclass(store, STOCK_DB):
+    if not extends(store, STOCK_DB):
         return None
     model: type[models.Model] = store.get_model_class()  # type: ignore[attr-defined]
     return model
@@ -93,18 +92,18 @@ def iter_sessions(engine: str, *, batch_size: int) -> Iterator[list[ExportedSess
 def _reader(engine: str, page_size: int) -> Iterator[ExportedSession]:
     """Return the stream of *engine*'s sessions; check that it can be read first."""
     store = store_class(engine)
-    if _is_subclass(store, SIGNED_COOKIES):
+    if extends(store, SIGNED_COOKIES):
         raise InventoryUnavailable(
             f"The session engine {engine!r} stores each session in the browser's cookie; "
             f"the server keeps no copy of them, so there is nothing to read."
         )
-    if _is_subclass(store, STOCK_DB):
+    if extends(store, STOCK_DB):
         return _model_sessions(store, page_size)
-    if _is_subclass(store, STOCK_FILE):
+    if extends(store, STOCK_FILE):
         return _file_sessions(engine)
-    if _is_subclass(store, OUR_REDIS_ENGINE):
+    if extends(store, OUR_REDIS_ENGINE):
         return _our_redis_sessions(_redis_cache(engine), store)
-    if _is_subclass(store, STOCK_CACHE):
+    if extends(store, STOCK_CACHE):
         return _cache_sessions(_redis_cache(engine), store)
     raise InventoryUnavailable(
         f"django_sessionkit does not know how to read the sessions of the engine {engine!r}."
@@ -188,20 +187,9 @@ def _file_sessions(engine: str) -> Iterator[ExportedSession]:
 
 def _redis_cache(engine: str) -> Any:
     """Return the django-redis cache *engine* keeps its sessions in."""
-    alias = settings.SESSION_CACHE_ALIAS
-    cache = caches[alias]
-    try:
-        from django_redis.cache import RedisCache
-    except ImportError:
-        RedisCache = None
-    if RedisCache is None or not isinstance(cache, RedisCache):
-        backend = f"{type(cache).__module__}.{type(cache).__qualname__}"
-        raise InventoryUnavailable(
-            f"The session engine {engine!r} keeps sessions in the cache {alias!r} "
-            f"({backend}), which cannot list its keys. Sessions in a cache can be read "
-            f"only on django-redis (django_redis.cache.RedisCache)."
-        )
-    return cache
+    from django_sessionkit.inventory.redis import django_redis_cache
+
+    return django_redis_cache(settings.SESSION_CACHE_ALIAS, engine)
 
 
 def _scan(redis: Any, pattern: str) -> Iterator[list[bytes]]:

@@ -38,7 +38,7 @@ from django.core.management.base import CommandError, CommandParser, OutputWrapp
 from django.db import DatabaseError
 from django.utils import timezone
 
-from django_sessionkit.inventory import SessionInventory, _is_subclass, get_inventory
+from django_sessionkit.inventory import SessionInventory, extends, get_inventory
 from django_sessionkit.inventory.base import InventoryUnavailable, Stats
 
 logger = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ class Command(DjangoClearSessions):
         self._validate(options)
         engine: str = options["engine"] or settings.SESSION_ENGINE
         store_class = self._store_class(engine)
-        if _is_subclass(store_class, SIGNED_COOKIES):
+        if extends(store_class, SIGNED_COOKIES):
             self._signed_cookies(engine, options)
             return
         try:

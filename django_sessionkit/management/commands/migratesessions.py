@@ -23,7 +23,7 @@ from django.db import DatabaseError, router, transaction
 from django.utils import timezone
 
 from django_sessionkit.backends.base import SessionStorageUnavailable
-from django_sessionkit.inventory import _is_subclass
+from django_sessionkit.inventory import extends
 from django_sessionkit.inventory.base import InventoryUnavailable
 from django_sessionkit.inventory.export import (
     SIGNED_COOKIES,
@@ -212,12 +212,12 @@ class Command(BaseCommand):
 
     def _check_destination(self, destination: str) -> None:
         base = store_class(destination)
-        if _is_subclass(base, SIGNED_COOKIES):
+        if extends(base, SIGNED_COOKIES):
             raise CommandError(
                 f"--to {destination!r} keeps each session in the browser's cookie: the "
                 f"server cannot write sessions there. Switching to it logs everybody out."
             )
-        if _is_subclass(base, STOCK_CACHE):
+        if extends(base, STOCK_CACHE):
             cache = getattr(base(), "_cache", None)
             backend = f"{type(cache).__module__}.{type(cache).__qualname__}"
             if backend in PROCESS_LOCAL_CACHES:
