@@ -445,8 +445,7 @@ class SessionAdmin(admin.ModelAdmin):
         Both counts may come from statistics (``estimate=True``): on PostgreSQL
         the total does, and nothing counts the whole table.
         """
-        everything = inventory.count(estimate=True)
-        expired = inventory.count(status="expired", estimate=True)
+        everything, expired = inventory.totals(estimate=True)
         active = Count(
             max(everything.value - expired.value, 0), exact=everything.exact and expired.exact
         )

@@ -201,6 +201,31 @@ def test_estimate_falls_back_to_exact_before_analyze(inventory, make):
     assert inventory.count(estimate=True) == Count(1, exact=True)
 
 
+@pytest.mark.skipif(
+    "postgresql" not in settings.DATABASES["default"]["ENGINE"], reason="PostgreSQL statistics"
+)
+def test_estimated_totals_of_a_large_table_come_from_the_planner(inventory, make, monkeypatch):
+    for _ in range(80):
+        make(expires=timedelta(days=-1))
+    for _ in range(40):
+        make()
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {connection.ops.quote_name(inventory.model._meta.db_table)}")
+
+    # A small table: the expired sessions are counted; "about 1" for none would mislead.
+    assert inventory.totals(estimate=True) == (Count(120, exact=False), Count(80))
+
+    monkeypatch.setattr(model_module, "EXACT_BELOW", 50)
+    with CaptureQueriesContext(connection) as queries:
+        everything, expired = inventory.totals(estimate=True)
+    assert everything == Count(120, exact=False)
+    assert not expired.exact
+    assert 60 <= expired.value <= 100
+    assert not [q for q in queries if "COUNT(" in q["sql"].upper()]
+    # Without estimate=True both are counted.
+    assert inventory.totals() == (Count(120), Count(80))
+
+
 def test_page_orders_and_pages(inventory, make):
     now = timezone.now()
     # Activity and expiry disagree on the order, so each ordering is seen.

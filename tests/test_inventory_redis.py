@@ -17,7 +17,7 @@ from redis import connection as redis_connection
 from django_sessionkit.backends import redis as backend
 from django_sessionkit.backends.base import RequestMetadata
 from django_sessionkit.inventory import redis as redis_inventory
-from django_sessionkit.inventory.base import InventoryUnavailable, Stats
+from django_sessionkit.inventory.base import Count, InventoryUnavailable, Stats
 from django_sessionkit.inventory.redis import RedisInventory, StockCacheInventory
 from django_sessionkit.public_id import public_id
 from tests.redis_server import private_server
@@ -97,6 +97,8 @@ def test_count(inventory, population):
         assert inventory.count(status="active").value == 5
         # Expired sessions whose index entries still await pruning.
         assert inventory.count(status="expired").value == 2
+        assert inventory.totals() == (Count(7), Count(2))
+        assert inventory.totals(estimate=True) == (Count(7), Count(2))
         assert inventory.count(authenticated=True).value == 4
         assert inventory.count(authenticated=True, status="active").value == 3
         assert inventory.count(authenticated=False, status="expired").value == 1
@@ -648,15 +650,32 @@ def test_clear_expired_keeps_each_script_call_short(inventory, ours, commands, m
     assert inventory.count().value == 0
 
 
-def test_counting_expired_runs_no_script_over_every_entry(inventory, population, commands):
-    """clearsessions --dry-run counts a backlog of millions: short commands only."""
-    with time_machine.travel(NOW + timedelta(minutes=5), tick=False):
+def test_counting_reads_the_expiry_index_in_short_slices(inventory, ours, commands, monkeypatch):
+    """A backlog of millions is counted a slice of chunks per script call, exactly."""
+    monkeypatch.setattr(redis_inventory, "COUNT_CHUNKS", 3)
+    monkeypatch.setattr(redis_inventory, "COUNT_CHUNKS_AUTHENTICATED", 2)
+    with time_machine.travel(NOW, tick=False) as clock:
+        # 1000 sessions in expiry order over ~10 chunks; 3 of every 4 are logged in.
+        for i in range(1000):
+            data = {SESSION_KEY: str(i % 7)} if i % 4 else {"cart": i}
+            save(ours, data, expiry=60 + i)
+        clock.move_to(NOW + timedelta(seconds=60 + 700))
+        keyspace = inventory.keyspace
+        chunks = keyspace.client().zcount(f"{keyspace.base}:x:d", "-inf", "+inf")
+        assert chunks >= 8
         commands.clear()
-        assert inventory.count(status="expired").value == 2
-        assert inventory.count(status="active").value == 5
-        assert inventory.count().value == 7
-    assert "evalsha" not in commands
-    assert "eval" not in commands
+        # Sessions 0..700 expired (expiry <= now), 701..999 active.
+        assert inventory.count(status="expired").value == 701
+        scripts = commands.count("evalsha") + commands.count("eval")
+        assert scripts >= 3  # one call per 3 expired chunks, never one over them all
+        assert inventory.count(status="active").value == 299
+        assert inventory.count().value == 1000
+        commands.clear()
+        expired_auth = sum(1 for i in range(701) if i % 4)
+        assert inventory.count(status="expired", authenticated=True).value == expired_auth
+        assert inventory.count(status="expired", authenticated=False).value == 701 - expired_auth
+        assert inventory.count(authenticated=True).value == sum(1 for i in range(1000) if i % 4)
+        assert commands.count("evalsha") + commands.count("eval") >= 3 * 4
 
 
 def test_pruning_keeps_the_user_index_consistent(inventory, ours):

@@ -122,6 +122,12 @@ class SessionInventory(abc.ABC):
         (:attr:`records_activity` is False) the activity filters match nothing.
         """
 
+    def totals(self, *, estimate: bool = False) -> tuple[Count, Count]:
+        """Return the count of every session and of the expired ones, as :meth:`count`
+        would with *estimate*; engines that can tell both at once override this.
+        """
+        return self.count(estimate=estimate), self.count(status="expired", estimate=estimate)
+
     @abc.abstractmethod
     def page(
         self,

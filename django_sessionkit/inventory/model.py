@@ -10,6 +10,7 @@ each unexpired session, in chunks that keep memory bounded.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -47,6 +48,9 @@ logger = logging.getLogger(__name__)
 METADATA_FIELDS = ("public_id", "user", "ip", "user_agent", "created_at", "last_activity")
 #: Rows fetched per round trip when streaming through the table.
 CHUNK_SIZE = 2000
+#: Estimated counts (``count(estimate=True)``) below this many rows are made
+#: exact: counting them is cheap, and "about 1" for none would mislead.
+EXACT_BELOW = 50_000
 #: The columns a listed session is made of; never the key, never the data.
 INFO_FIELDS = (
     "public_id",
@@ -312,6 +316,28 @@ class ModelInventory(SessionInventory):
             )
         filtered = self._filtered(status, users, ip, authenticated, active_after, active_before)
         return Count(0 if filtered is None else filtered.count())
+
+    def totals(self, *, estimate: bool = False) -> tuple[Count, Count]:
+        """Return every session's count and the expired ones'; with *estimate*,
+        on PostgreSQL, both may come from statistics.
+
+        The table's size comes from ``pg_class``; the expired share, when
+        the table holds ``EXACT_BELOW`` rows or more, from the planner's row
+        estimate for the condition (it reads the column's histogram: a
+        millisecond, where counting half a million rows takes a hundred).
+        A small expired count is counted exactly: "about 1" for none would
+        mislead.
+        """
+        if not estimate:
+            return super().totals()
+        everything = self.count(estimate=True)
+        expired_q = self._objects.filter(self._status_q("expired", timezone.now()))
+        if not everything.exact and everything.value >= EXACT_BELOW:
+            plan = json.loads(expired_q.explain(format="json"))
+            planned = int(plan[0]["Plan"]["Plan Rows"])
+            if planned >= EXACT_BELOW:
+                return everything, Count(min(planned, everything.value), exact=False)
+        return everything, Count(expired_q.count())
 
     def _estimate(self) -> int | None:
         """Return PostgreSQL's row estimate for the table, None where there is none."""

@@ -67,6 +67,11 @@ SCAN_COUNT = 10_000
 ESTIMATE_SAMPLE = 200
 #: Index chunks read per pipelined round trip by stats() (each holds at most 120 entries).
 CHUNKS_PER_ROUND_TRIP = 100
+#: Chunks of the expiry index one counting script call reads: a ZCARD each,
+#: or, to count authenticated sessions, up to 120 members each. Either way a
+#: call takes a few milliseconds at most.
+COUNT_CHUNKS = 2000
+COUNT_CHUNKS_AUTHENTICATED = 50
 #: Sessions one script call deletes at most: a batch of clear_inactive() takes
 #: several calls, so that no single command keeps Redis busy for long.
 DELETE_SLICE = 200
@@ -276,20 +281,19 @@ class RedisInventory(SessionInventory):
         if ip is not None or active_after is not None or active_before is not None:
             walk = self._walk(status, False, now)
             return Count(sum(_matches(s, status, ip, authenticated, now, *activity) for s in walk))
-        if authenticated is None:
-            # Without the authenticated filter: a counter and one ZCOUNT per
-            # chunk holding expired entries, never a script over every entry.
-            client = self.keyspace.client(write=False)
-            total, expired = self._totals(client, backend.to_ms(now))
-            return Count({"all": total, "active": total - expired, "expired": expired}[status])
-        total, expired, auth, expired_auth = (
-            int(value) for value in self.keyspace.run(backend.COUNT_SCRIPT, backend.to_ms(now))
+        total, auth, expired, expired_auth = self._totals(
+            backend.to_ms(now), authenticated=authenticated is not None
         )
         if authenticated is True:
             total, expired = auth, expired_auth
         elif authenticated is False:
             total, expired = total - auth, expired - expired_auth
         return Count({"all": total, "active": total - expired, "expired": expired}[status])
+
+    def totals(self, *, estimate: bool = False) -> tuple[Count, Count]:
+        """Return the index entries and the expired ones, exact, in one pass."""
+        total, _, expired, _ = self._totals(backend.to_ms(timezone.now()))
+        return Count(total), Count(expired)
 
     def page(
         self,
@@ -432,7 +436,7 @@ class RedisInventory(SessionInventory):
         client = keyspace.client(write=False)
         now_ms = backend.to_ms(timezone.now())
         expiry_index = f"{keyspace.base}:x"
-        total, expired = self._totals(client, now_ms)
+        total, _, expired, _ = self._totals(now_ms)
         oldest_expired = None
         head = client.zrange(f"{expiry_index}:d", 0, 0)
         if head:
@@ -449,18 +453,32 @@ class RedisInventory(SessionInventory):
             busiest_user=self._busiest_user(client, now_ms),
         )
 
-    def _totals(self, client: Any, now_ms: int) -> tuple[int, int]:
-        """Return the index entries and those expired at *now_ms*, in short commands."""
-        expiry_index = f"{self.keyspace.base}:x"
-        total = int(client.get(f"{expiry_index}:n") or 0)
-        expired_chunks = client.zrangebyscore(f"{expiry_index}:d", "-inf", now_ms)
-        expired = 0
-        for start in range(0, len(expired_chunks), CHUNKS_PER_ROUND_TRIP):
-            pipe = client.pipeline(transaction=False)
-            for chunk_id in expired_chunks[start : start + CHUNKS_PER_ROUND_TRIP]:
-                pipe.zcount(f"{expiry_index}:c:{backend.text(chunk_id)}", "-inf", now_ms)
-            expired += sum(int(n) for n in pipe.execute())
-        return total, expired
+    def _totals(self, now_ms: int, *, authenticated: bool = False) -> tuple[int, int, int, int]:
+        """Return the index entries, the authenticated ones, and of each those
+        expired at *now_ms*, in short script calls over slices of the chunks.
+
+        Without *authenticated*, a chunk costs one ZCARD; with it, its members
+        are read (the authenticated ones carry the user's score).
+        """
+        total = auth = expired = expired_auth = 0
+        first = 0
+        limit = COUNT_CHUNKS_AUTHENTICATED if authenticated else COUNT_CHUNKS
+        while True:
+            total, auth, read, some, some_auth = (
+                int(value)
+                for value in self.keyspace.run(
+                    backend.COUNT_SCRIPT,
+                    now_ms,
+                    first,
+                    limit,
+                    "1" if authenticated else "0",
+                )
+            )
+            expired += some
+            expired_auth += some_auth
+            first += read
+            if read < limit:
+                return total, auth, expired, expired_auth
 
     def _busiest_user(self, client: Any, now_ms: int) -> tuple[str, int] | None:
         keyspace = self.keyspace
