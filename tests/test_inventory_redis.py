@@ -11,6 +11,7 @@ from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.backends.cache import SessionStore as StockCacheStore
 from django.contrib.sessions.backends.cached_db import SessionStore as StockCachedDBStore
 from django.core.cache import caches
+from django.utils import timezone
 from django_redis import get_redis_connection
 from redis import connection as redis_connection
 
@@ -175,7 +176,10 @@ def test_page_by_user_orders_by_real_activity(inventory, ours):
         assert pids(inventory.for_user("5")) == [public_id(first), public_id(second)]
 
 
-def test_pages_across_many_chunks(inventory, ours):
+@pytest.mark.parametrize("directory_slice", [500, 2])
+def test_pages_across_many_chunks(inventory, ours, monkeypatch, directory_slice):
+    """Whole chunks before the offset are skipped, the directory read a slice at a time."""
+    monkeypatch.setattr(redis_inventory, "PAGE_SLICE", directory_slice)
     keys = [save(ours, {"n": i}, expiry=1000 + 7 * ((i * 37) % 300)) for i in range(300)]
     expiry = {public_id(k): ours(k).get_expiry_date() for k in keys}
     order = sorted(expiry, key=lambda pid: expiry[pid])
@@ -191,6 +195,13 @@ def test_pages_across_many_chunks(inventory, ours):
         == (order[200:205])
     )
     assert inventory.count().value == 300
+    with time_machine.travel(timezone.now() + timedelta(seconds=1000 + 7 * 150), tick=False):
+        active = [pid for pid in order if expiry[pid] > timezone.now()]
+        assert 0 < len(active) < 300
+        assert (
+            pids(inventory.page(status="active", offset=30, limit=50, ordering="-expire_date"))
+            == active[::-1][30:80]
+        )
 
 
 def test_get_returns_the_metadata_and_data_on_demand(inventory, ours):
@@ -676,6 +687,25 @@ def test_counting_reads_the_expiry_index_in_short_slices(inventory, ours, comman
         assert inventory.count(status="expired", authenticated=False).value == 701 - expired_auth
         assert inventory.count(authenticated=True).value == sum(1 for i in range(1000) if i % 4)
         assert commands.count("evalsha") + commands.count("eval") >= 3 * 4
+
+
+def test_estimated_totals_sample_the_expired_chunks(inventory, ours, commands, monkeypatch):
+    """The admin's summary: one short script call however long the backlog."""
+    monkeypatch.setattr(redis_inventory, "ESTIMATE_SAMPLES", 4)
+    with time_machine.travel(NOW, tick=False) as clock:
+        for i in range(1000):
+            save(ours, {"cart": i}, expiry=60 + i)
+        clock.move_to(NOW + timedelta(seconds=60 + 700))
+        commands.clear()
+        everything, expired = inventory.totals(estimate=True)
+        assert commands.count("evalsha") + commands.count("eval") == 1
+        assert everything == Count(1000)
+        assert not expired.exact
+        assert abs(expired.value - 701) <= 701 * 0.25
+        # Exact when few chunks hold expired entries.
+        clock.move_to(NOW + timedelta(seconds=61))
+        assert inventory.totals(estimate=True) == (Count(1000), Count(2))
+        assert inventory.totals() == (Count(1000), Count(2))
 
 
 def test_pruning_keeps_the_user_index_consistent(inventory, ours):

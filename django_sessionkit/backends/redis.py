@@ -454,45 +454,80 @@ return {tonumber(redis.call('GET', X .. ':n') or 0), tonumber(redis.call('GET', 
         #ids, expired, expired_auth}
 """
 
+# ARGV: base, now, samples. Estimates the expired entries from the chunk
+# directory: the chunks wholly expired (all whose minimum is <= now but the
+# last) times the mean size of up to `samples` of them spread evenly, plus the
+# last one's ZCOUNT. Returns entries, expired chunks, estimated expired entries.
+ESTIMATE = """
+local now, samples = ARGV[2], tonumber(ARGV[3])
+local dir = X .. ':d'
+local total = tonumber(redis.call('GET', X .. ':n') or 0)
+local chunks = redis.call('ZCOUNT', dir, '-inf', now)
+if chunks == 0 then return {total, 0, 0} end
+local whole = chunks - 1
+local expired = redis.call('ZCOUNT', ck(X, redis.call('ZRANGE', dir, whole, whole)[1]), '-inf', now)
+if whole > 0 then
+  local taken = math.min(samples, whole)
+  local size = 0
+  for i = 0, taken - 1 do
+    local rank = math.floor(i * whole / taken)
+    size = size + redis.call('ZCARD', ck(X, redis.call('ZRANGE', dir, rank, rank)[1]))
+  end
+  expired = expired + math.floor(size * whole / taken + 0.5)
+end
+return {total, chunks, math.min(expired, total)}
+"""
+
 # ARGV: base, min, max (ZRANGEBYSCORE bounds), offset, limit, "1" for
-# descending. Returns member, score, u, e, ip, ua, c, a per entry; whole
-# chunks before the offset are skipped by their ZCOUNT.
+# descending, directory ids read per ZRANGE. Returns member, score, u, e, ip, ua, c, a per entry; whole
+# chunks before the offset are skipped by their size (ZCARD when the bounds
+# take everything, else ZCOUNT), the directory read a slice at a time.
 PAGE = """
 local lo, hi = ARGV[2], ARGV[3]
 local offset, limit, rev = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1'
+local everything = lo == '-inf' and hi == '+inf'
 local dir = X .. ':d'
 local out = {}
 local got = 0
 local size = redis.call('ZCARD', dir)
-local rank, step, stop = 0, 1, size
-if rev then rank, step, stop = size - 1, -1, -1 end
-while rank ~= stop and got < limit do
-  local id = redis.call('ZRANGE', dir, rank, rank)[1]
-  local key = ck(X, id)
-  local n = redis.call('ZCOUNT', key, lo, hi)
-  if offset >= n then
-    offset = offset - n
+local SLICE = tonumber(ARGV[7])
+local start = 0
+while start < size and got < limit do
+  local ids
+  if rev then
+    ids = redis.call('ZREVRANGE', dir, start, start + SLICE - 1)
   else
-    local entries
-    local want = limit - got
-    if rev then
-      entries = redis.call('ZREVRANGEBYSCORE', key, hi, lo, 'WITHSCORES', 'LIMIT', offset, want)
+    ids = redis.call('ZRANGE', dir, start, start + SLICE - 1)
+  end
+  start = start + SLICE
+  for _, id in ipairs(ids) do
+    if got >= limit then break end
+    local key = ck(X, id)
+    local n
+    if everything then n = redis.call('ZCARD', key) else n = redis.call('ZCOUNT', key, lo, hi) end
+    if offset >= n then
+      offset = offset - n
     else
-      entries = redis.call('ZRANGEBYSCORE', key, lo, hi, 'WITHSCORES', 'LIMIT', offset, want)
-    end
-    offset = 0
-    for i = 1, #entries, 2 do
-      out[#out + 1] = entries[i]
-      out[#out + 1] = entries[i + 1]
-      local sep = string.find(entries[i], ':', 1, true)
-      local pid = entries[i]
-      if sep then pid = string.sub(pid, 1, sep - 1) end
-      local f = redis.call('HMGET', skey(pid), 'u', 'ip', 'ua', 'c', 'a')
-      for j = 1, 5 do out[#out + 1] = f[j] end
-      got = got + 1
+      local entries
+      local want = limit - got
+      if rev then
+        entries = redis.call('ZREVRANGEBYSCORE', key, hi, lo, 'WITHSCORES', 'LIMIT', offset, want)
+      else
+        entries = redis.call('ZRANGEBYSCORE', key, lo, hi, 'WITHSCORES', 'LIMIT', offset, want)
+      end
+      offset = 0
+      for i = 1, #entries, 2 do
+        out[#out + 1] = entries[i]
+        out[#out + 1] = entries[i + 1]
+        local sep = string.find(entries[i], ':', 1, true)
+        local pid = entries[i]
+        if sep then pid = string.sub(pid, 1, sep - 1) end
+        local f = redis.call('HMGET', skey(pid), 'u', 'ip', 'ua', 'c', 'a')
+        for j = 1, 5 do out[#out + 1] = f[j] end
+        got = got + 1
+      end
     end
   end
-  rank = rank + step
 end
 return out
 """
@@ -544,6 +579,7 @@ SWEEP_SCRIPT = LuaScript(SWEEP)
 USER_SCRIPT = LuaScript(USER)
 COUNT_SCRIPT = LuaScript(COUNT)
 PAGE_SCRIPT = LuaScript(PAGE)
+ESTIMATE_SCRIPT = LuaScript(ESTIMATE)
 CHUNK_SCRIPT = LuaScript(CHUNK)
 
 
