@@ -14,6 +14,10 @@ USER_AGENT_MAX_LENGTH = 512
 class Session(AbstractBaseSession):
     """A session row that also records who, from where and when."""
 
+    # Django's own expire_date index is left out: the (expire_date, key)
+    # index below serves the same queries, and one index fewer is one write
+    # fewer for every session saved or deleted.
+    expire_date = models.DateTimeField(_("expire date"))
     public_id = models.CharField(_("public id"), max_length=64, unique=True, editable=False)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,

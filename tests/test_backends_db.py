@@ -466,3 +466,16 @@ def save_new(store_class, data):
     store.update(data)
     store.save()
     return store.session_key
+
+
+@pytest.mark.django_db
+def test_the_table_has_one_index_led_by_expire_date():
+    """(expire_date, key) serves the expiry queries; a second expire_date index only costs writes."""
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, Session._meta.db_table)
+    led_by_expiry = [
+        columns
+        for columns in (c["columns"] for c in constraints.values() if c["index"])
+        if columns and columns[0] == "expire_date"
+    ]
+    assert led_by_expiry == [["expire_date", "session_key"]]
