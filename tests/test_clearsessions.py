@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import re
 import json
 import os
 import signal
@@ -533,6 +534,20 @@ def test_sleep_between_batches(engine, clock):
     # After the two full batches, none after the last, short one: in slices.
     assert sum(clock.slept) == pytest.approx(0.5)
     assert max(clock.slept) <= command_module.SLEEP_SLICE
+
+
+@pytest.mark.parametrize("engine", [OUR_DB, STOCK_DB], indirect=True)
+def test_batches_shrink_when_they_take_longer_than_the_target(engine, monkeypatch):
+    """Batches are sized to a time per transaction: any batch outlasts a zero target."""
+    monkeypatch.setattr(command_module, "BATCH_SECONDS", 0.0)
+    expired, live = populate(engine, expired=6)
+
+    out, _ = run("--batch-size", "3", "-v", "2")
+
+    batches = re.findall(r"Batch \d+: deleted (\d+) expired sessions", out)
+    assert [int(n) for n in batches] == [3, 1, 1, 1]
+    assert not any(stored(engine, key) for key in expired)
+    assert all(stored(engine, key) for key in live)
 
 
 @pytest.mark.parametrize("engine", [OUR_DB], indirect=True)

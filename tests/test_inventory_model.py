@@ -21,7 +21,7 @@ from django.utils.crypto import get_random_string
 
 from django_sessionkit.inventory import Count, InventoryUnavailable, SessionInfo
 from django_sessionkit.inventory import model as model_module
-from django_sessionkit.inventory.base import Stats
+from django_sessionkit.inventory.base import BatchSizer, Stats
 from django_sessionkit.inventory.model import ModelInventory, has_metadata
 from django_sessionkit.models import Session
 from django_sessionkit.public_id import public_id
@@ -790,7 +790,8 @@ def test_each_batch_is_one_delete_statement(inventory, make):
     statements = [query["sql"].split()[0].upper() for query in queries]
     if connection.vendor == "postgresql":
         # One statement a batch picks its rows and deletes them; the last finds none.
-        assert statements == ["DELETE", "DELETE", "DELETE"]
+        assert statements == ["WITH", "WITH", "WITH"]
+        assert all("DELETE FROM" in query["sql"].upper() for query in queries)
     else:
         assert statements == ["SELECT", "DELETE", "SELECT", "DELETE"]
 
@@ -816,3 +817,59 @@ def test_a_model_other_rows_point_to_is_cleared_through_the_orm(inventory, make,
 
     assert sorted(heard) == sorted(made.key for made in expired)
     assert list(inventory.model.objects.values_list("pk", flat=True)) == [live.key]
+
+
+class Stopwatch:
+    """A clock that advances by *step* seconds each time it is read twice (start, end)."""
+
+    def __init__(self, *steps: float) -> None:
+        self.now = 0.0
+        self.steps = list(steps)
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        if self.reads % 2 == 0:
+            self.now += self.steps.pop(0) if len(self.steps) > 1 else self.steps[0]
+        return self.now
+
+
+def test_batch_sizer_follows_the_time_each_batch_takes():
+    # 8 rows took 0.2 s against a 0.05 s target: the next batch asks for 2;
+    # then fast batches double the size, up to the limit.
+    sizer = BatchSizer(16, target=0.05, start=8, clock=Stopwatch(0.2, 0.001))
+    asked = []
+    for _ in range(5):
+        with sizer.batch() as size:
+            asked.append(size)
+    assert asked == [8, 2, 4, 8, 16]
+    assert sizer.size == 16  # never above the limit
+
+    slow = BatchSizer(10, target=0.05, start=10, clock=Stopwatch(60.0))
+    for _ in range(3):
+        with slow.batch():
+            pass
+    assert slow.size == 1  # never below one row
+
+
+def test_batch_sizer_without_a_target_asks_for_the_limit():
+    sizer = BatchSizer.of(7)
+    for _ in range(3):
+        with sizer.batch() as size:
+            assert size == 7
+    assert sizer.asked == 7
+    assert BatchSizer.of(sizer) is sizer
+    with pytest.raises(ValueError, match="at least 1"):
+        BatchSizer.of(0)
+
+
+def test_clear_expired_sizes_each_batch_as_the_sizer_says(inventory, make):
+    for n in range(13):
+        make(expires=timedelta(seconds=-n - 1))
+    kept = make()
+    # Each batch "takes" four times the target: 8 rows, then 2, then 1 at a time.
+    sizer = BatchSizer(8, target=0.05, start=8, clock=Stopwatch(0.2))
+
+    assert list(inventory.clear_expired(batch_size=sizer)) == [8, 2, 1, 1, 1]
+    assert inventory.count() == Count(1)
+    assert inventory.get(kept.public_id) is not None

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
 
 from django_sessionkit.inventory.base import (
+    BatchSizer,
     Count,
     InventoryUnavailable,
     Ordering,
@@ -25,6 +26,7 @@ from django_sessionkit.inventory.base import (
 )
 
 __all__ = [
+    "BatchSizer",
     "Count",
     "InventoryUnavailable",
     "Ordering",

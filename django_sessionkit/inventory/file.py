@@ -29,6 +29,7 @@ from django.contrib.sessions.backends.file import SessionStore as FileStore
 from django.utils import timezone
 
 from django_sessionkit.inventory.base import (
+    BatchSizer,
     Count,
     Ordering,
     SessionInfo,
@@ -332,22 +333,22 @@ class FileInventory(SessionInventory):
             busiest_user=busiest,
         )
 
-    def clear_expired(self, *, batch_size: int = 1000) -> Iterator[int]:
+    def clear_expired(self, *, batch_size: int | BatchSizer = 1000) -> Iterator[int]:
         """Delete expired session files, yielding the count after every *batch_size*.
 
         Each file's expiry is checked again just before it is deleted, so a
         session saved meanwhile (which moves its file's modification time) is
         kept.
         """
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1.")
+        batch_size = BatchSizer.of(batch_size).limit  # no transaction to keep short
         now = timezone.now()
         return self._delete_batches(lambda entry: entry.expire_date < now, batch_size)
 
-    def clear_inactive(self, *, before: datetime, batch_size: int = 1000) -> Iterator[int]:
+    def clear_inactive(
+        self, *, before: datetime, batch_size: int | BatchSizer = 1000
+    ) -> Iterator[int]:
         """Delete session files last written before *before*, expired or not, in batches."""
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1.")
+        batch_size = BatchSizer.of(batch_size).limit  # no transaction to keep short
         return self._delete_batches(lambda entry: entry.modified < before, batch_size)
 
     def _delete_batches(self, doomed: Callable[[_Entry], bool], batch_size: int) -> Iterator[int]:

@@ -33,6 +33,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from django_sessionkit.inventory.base import (
+    BatchSizer,
     Count,
     Ordering,
     SessionInfo,
@@ -575,23 +576,25 @@ class ModelInventory(SessionInventory):
             busiest_user=busiest,
         )
 
-    def clear_expired(self, *, batch_size: int = 1000) -> Iterator[int]:
-        """Delete sessions that expired before now, *batch_size* at a time.
+    def clear_expired(self, *, batch_size: int | BatchSizer = 1000) -> Iterator[int]:
+        """Delete sessions that expired before now, a batch at a time.
 
-        Each batch selects the oldest expired keys through the ``expire_date``
+        Each batch selects the oldest expired rows through the ``expire_date``
         index and deletes them with one ``DELETE`` (its own short
         transaction), re-checking the expiry so that a session renewed
-        meanwhile is kept. Delete signals are
-        not sent (see the class). With cached_db the batch's cache entries are
-        evicted after the commit; a cache that cannot be reached is only
-        logged, since those entries expire with the sessions anyway.
+        meanwhile is kept. A :class:`BatchSizer` sizes each batch by how long
+        the previous one took. Delete signals are not sent (see the class).
+        With cached_db the batch's cache entries are evicted after the
+        commit; a cache that cannot be reached is only logged, since those
+        entries expire with the sessions anyway.
         """
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1.")
-        return self._delete_batches("expire_date", timezone.now(), batch_size, strict=False)
+        sizer = BatchSizer.of(batch_size)
+        return self._delete_batches("expire_date", timezone.now(), sizer, strict=False)
 
-    def clear_inactive(self, *, before: datetime, batch_size: int = 1000) -> Iterator[int]:
-        """Delete sessions last active before *before*, expired or not, *batch_size* at a time.
+    def clear_inactive(
+        self, *, before: datetime, batch_size: int | BatchSizer = 1000
+    ) -> Iterator[int]:
+        """Delete sessions last active before *before*, expired or not, a batch at a time.
 
         Batches as :meth:`clear_expired`, through the ``last_activity`` index;
         a session active again meanwhile is kept. With cached_db, failing to
@@ -600,12 +603,11 @@ class ModelInventory(SessionInventory):
         """
         if not self.records_activity:
             return super().clear_inactive(before=before, batch_size=batch_size)
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1.")
-        return self._delete_batches("last_activity", before, batch_size, strict=True)
+        sizer = BatchSizer.of(batch_size)
+        return self._delete_batches("last_activity", before, sizer, strict=True)
 
     def _delete_batches(
-        self, field: str, before: datetime, batch_size: int, *, strict: bool
+        self, field: str, before: datetime, sizer: BatchSizer, *, strict: bool
     ) -> Iterator[int]:
         """Delete the rows whose *field* is before *before*, lowest first, a batch at a time.
 
@@ -617,13 +619,13 @@ class ModelInventory(SessionInventory):
         step over all of them every time.
         """
         if self.model._meta.related_objects:
-            return self._delete_batches_orm(field, before, batch_size, strict=strict)
+            return self._delete_batches_orm(field, before, sizer, strict=strict)
         if connections[self._write_db].vendor == "postgresql":
-            return self._delete_batches_postgresql(field, before, batch_size, strict=strict)
-        return self._delete_batches_by_key(field, before, batch_size, strict=strict)
+            return self._delete_batches_postgresql(field, before, sizer, strict=strict)
+        return self._delete_batches_by_key(field, before, sizer, strict=strict)
 
     def _delete_batches_by_key(
-        self, field: str, before: datetime, batch_size: int, *, strict: bool
+        self, field: str, before: datetime, sizer: BatchSizer, *, strict: bool
     ) -> Iterator[int]:
         """Read a batch of keys, then delete them with one raw DELETE.
 
@@ -637,32 +639,34 @@ class ModelInventory(SessionInventory):
         condition = Q(**{f"{field}__lt": before})
         lower: Any = None
         while True:
-            rows = manager.filter(condition)
-            if lower is not None:
-                rows = rows.filter(**{f"{field}__gte": lower})
-            found = list(rows.order_by(field).values_list("pk", field)[:batch_size])
-            if not found:
-                return
-            keys = [key for key, _ in found]
-            deleted = manager.filter(condition, pk__in=keys)._raw_delete(using)
+            with sizer.batch() as size:
+                rows = manager.filter(condition)
+                if lower is not None:
+                    rows = rows.filter(**{f"{field}__gte": lower})
+                found = list(rows.order_by(field).values_list("pk", field)[:size])
+                if not found:
+                    return
+                keys = [key for key, _ in found]
+                deleted = manager.filter(condition, pk__in=keys)._raw_delete(using)
             # After the DELETE has committed: evicted earlier, a concurrent read
             # could refill the cache from the row before it is gone.
             self._evict(keys, strict=strict)
             yield deleted
-            if len(found) < batch_size:
+            if len(found) < size:
                 return
             lower = found[-1][1]
 
     def _delete_batches_postgresql(
-        self, field: str, before: datetime, batch_size: int, *, strict: bool
+        self, field: str, before: datetime, sizer: BatchSizer, *, strict: bool
     ) -> Iterator[int]:
         """Delete each batch with one statement that picks its rows by ``ctid``.
 
         The rows are chosen through the index on *field* and deleted by their
-        physical address, without a lookup per row in the primary key index;
-        ``RETURNING`` hands back the keys to evict and where the next batch
-        starts. Twice as fast as reading the keys first. A row updated after
-        the statement's snapshot has a new ``ctid`` and is kept.
+        physical address, without a lookup per row in the primary key index.
+        The statement answers one row: where the next batch starts, how many
+        rows went and, for cached_db only, their keys to evict; nothing per
+        row crosses the wire otherwise. A row updated after the statement's
+        snapshot has a new ``ctid`` and is kept.
         """
         connection = connections[self._write_db]
         quote = connection.ops.quote_name
@@ -670,36 +674,36 @@ class ModelInventory(SessionInventory):
         table = quote(meta.db_table)
         column = quote(str(cast("Field[Any, Any]", meta.get_field(field)).column))
         key = quote(str(meta.pk.column if meta.pk is not None else "pk"))
+        keys = f"(SELECT array_agg({key}) FROM gone)" if self.cached else "NULL"
 
         def statement(lower: bool) -> str:
             start = f" AND {column} >= %s" if lower else ""
             return (
-                f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("  # noqa: S608
-                f"SELECT ctid FROM {table} WHERE {column} < %s{start} "
-                f"ORDER BY {column} LIMIT %s)) AND {column} < %s "
-                f"RETURNING {key}, {column}"
+                f"WITH batch AS MATERIALIZED (SELECT ctid, {column} AS v FROM {table} "  # noqa: S608
+                f"WHERE {column} < %s{start} ORDER BY {column} LIMIT %s), "
+                f"gone AS (DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM batch)) "
+                f"AND {column} < %s RETURNING {key}) "
+                f"SELECT (SELECT max(v) FROM batch), (SELECT count(*) FROM gone), {keys}"
             )
 
         lower: Any = None
         while True:
-            params: list[Any] = (
-                [before, batch_size, before]
-                if lower is None
-                else [before, lower, batch_size, before]
-            )
-            with connection.cursor() as cursor:
+            with sizer.batch() as size, connection.cursor() as cursor:
+                params: list[Any] = (
+                    [before, size, before] if lower is None else [before, lower, size, before]
+                )
                 cursor.execute(statement(lower is not None), params)
-                deleted = cursor.fetchall()
-            # Stop on an empty batch, not a short one: rows renewed meanwhile
-            # make a batch short without it being the last.
-            if not deleted:
+                lower, deleted, evict = cursor.fetchone()
+            # Stop when nothing is left to pick, not on a short or empty
+            # delete: rows renewed meanwhile are picked but kept.
+            if lower is None:
                 return
-            self._evict([row[0] for row in deleted], strict=strict)
-            yield len(deleted)
-            lower = max(row[1] for row in deleted)
+            if deleted:
+                self._evict(evict or [], strict=strict)
+                yield deleted
 
     def _delete_batches_orm(
-        self, field: str, before: datetime, batch_size: int, *, strict: bool
+        self, field: str, before: datetime, sizer: BatchSizer, *, strict: bool
     ) -> Iterator[int]:
         """For a custom model that other rows point to: let the ORM cascade.
 
@@ -709,15 +713,18 @@ class ModelInventory(SessionInventory):
         manager = self.model._default_manager.db_manager(self._write_db)
         condition = Q(**{f"{field}__lt": before})
         while True:
-            keys = list(
-                manager.filter(condition).order_by(field).values_list("pk", flat=True)[:batch_size]
-            )
-            if not keys:
-                return
-            deleted = (
-                manager.filter(condition, pk__in=keys).delete()[1].get(self.model._meta.label, 0)
-            )
+            with sizer.batch() as size:
+                keys = list(
+                    manager.filter(condition).order_by(field).values_list("pk", flat=True)[:size]
+                )
+                if not keys:
+                    return
+                deleted = (
+                    manager.filter(condition, pk__in=keys)
+                    .delete()[1]
+                    .get(self.model._meta.label, 0)
+                )
             self._evict(keys, strict=strict)
             yield deleted
-            if len(keys) < batch_size:
+            if len(keys) < size:
                 return

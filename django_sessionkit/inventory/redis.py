@@ -42,6 +42,7 @@ from django.utils import timezone
 
 from django_sessionkit.backends import redis as backend
 from django_sessionkit.inventory.base import (
+    BatchSizer,
     Count,
     InventoryUnavailable,
     Ordering,
@@ -396,16 +397,18 @@ class RedisInventory(SessionInventory):
             )
         )
 
-    def clear_expired(self, *, batch_size: int = 1000) -> Iterator[int]:
+    def clear_expired(self, *, batch_size: int | BatchSizer = 1000) -> Iterator[int]:
         """Prune expired sessions from the indexes, *batch_size* entries per round trip.
 
         Redis deletes the sessions themselves when their TTL runs out; what is
         left are their index entries (and sessions that Django's clock, ahead
         of Redis's, already sees as expired).
         """
-        return self.keyspace.prune(timezone.now(), batch_size)
+        return self.keyspace.prune(timezone.now(), BatchSizer.of(batch_size).limit)
 
-    def clear_inactive(self, *, before: datetime, batch_size: int = 1000) -> Iterator[int]:
+    def clear_inactive(
+        self, *, before: datetime, batch_size: int | BatchSizer = 1000
+    ) -> Iterator[int]:
         """Delete sessions last active before *before*, expired or not, in batches.
 
         No index orders sessions by activity: each chunk of the expiry index
@@ -414,8 +417,7 @@ class RedisInventory(SessionInventory):
         ``DELETE_SLICE``), each re-checked so that a session active meanwhile
         is kept. O(sessions) in small commands; Redis is never blocked for long.
         """
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1.")
+        batch_size = BatchSizer.of(batch_size).limit  # no transaction to keep short
         return self._clear_inactive(backend.to_ms(before), batch_size)
 
     def _clear_inactive(self, before_ms: int, batch_size: int) -> Iterator[int]:
@@ -830,10 +832,9 @@ class StockCacheInventory(SessionInventory):
             revoked += redis.delete(*doomed)
         return int(revoked)
 
-    def clear_expired(self, *, batch_size: int = 1000) -> Iterator[int]:
+    def clear_expired(self, *, batch_size: int | BatchSizer = 1000) -> Iterator[int]:
         """Yield nothing: Redis deletes cache sessions itself when their TTL runs out."""
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1.")
+        BatchSizer.of(batch_size)  # rejects a size below 1
         return iter(())
 
     def stats(self) -> Stats:

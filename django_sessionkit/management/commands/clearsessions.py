@@ -39,12 +39,14 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from django_sessionkit.inventory import SessionInventory, extends, get_inventory
-from django_sessionkit.inventory.base import InventoryUnavailable, Stats
+from django_sessionkit.inventory.base import BatchSizer, InventoryUnavailable, Stats
 
 logger = logging.getLogger(__name__)
 
 SIGNED_COOKIES = "django.contrib.sessions.backends.signed_cookies"
-DEFAULT_BATCH_SIZE = 1000
+DEFAULT_BATCH_SIZE = 10_000
+#: Seconds a batch (one transaction) should take: batches are sized to it.
+BATCH_SECONDS = 0.05
 #: Seconds a run lasts before a progress bar appears (on a terminal).
 PROGRESS_AFTER = 2.0
 #: A sleep between batches is cut in slices this long, so that a signal ends it.
@@ -173,7 +175,9 @@ class Command(DjangoClearSessions):
             "--batch-size",
             type=int,
             metavar="N",
-            help=f"Sessions deleted per batch and transaction (default {DEFAULT_BATCH_SIZE}).",
+            help=f"Most sessions deleted per batch and transaction (default "
+            f"{DEFAULT_BATCH_SIZE:,}); batches are sized to take about "
+            f"{BATCH_SECONDS * 1000:.0f} ms each.",
         )
         parser.add_argument(
             "--sleep",
@@ -449,6 +453,7 @@ class Command(DjangoClearSessions):
     def _clear(self, engine: str, inventory: SessionInventory, options: dict[str, Any]) -> None:
         dry_run: bool = options["dry_run"]
         batch_size: int = options["batch_size"] or DEFAULT_BATCH_SIZE
+        sizer = BatchSizer(batch_size, target=BATCH_SECONDS)
         limit: int | None = options["fail_if_expired_over"]
         delta: timedelta | None = options.get("inactive_delta")
         cutoff = None if delta is None else timezone.now() - delta
@@ -462,7 +467,7 @@ class Command(DjangoClearSessions):
         if cutoff is not None:
             try:
                 # Implementations refuse when called, before deleting anything.
-                inactive_batches = inventory.clear_inactive(before=cutoff, batch_size=batch_size)
+                inactive_batches = inventory.clear_inactive(before=cutoff, batch_size=sizer)
             except InventoryUnavailable as error:
                 raise CommandError(
                     f"--inactive-for cannot be used with this engine: {error}"
@@ -486,7 +491,7 @@ class Command(DjangoClearSessions):
                 waiting = None
                 if limit is not None:
                     waiting = report["expired_waiting"] = inventory.count(status="expired").value
-                self._delete(inventory, cutoff, batch_size, options, report, inactive_batches)
+                self._delete(inventory, cutoff, sizer, options, report, inactive_batches)
         except _storage_errors() as error:
             raise CommandError(
                 scrub(
@@ -525,7 +530,7 @@ class Command(DjangoClearSessions):
         self,
         inventory: SessionInventory,
         cutoff: Any,
-        batch_size: int,
+        sizer: BatchSizer,
         options: dict[str, Any],
         report: dict[str, Any],
         inactive_batches: Iterator[int] | None,
@@ -541,7 +546,7 @@ class Command(DjangoClearSessions):
         phases: list[tuple[str, Callable[[], Iterator[int]], Callable[[], int]]] = [
             (
                 "expired",
-                lambda: inventory.clear_expired(batch_size=batch_size),
+                lambda: inventory.clear_expired(batch_size=sizer),
                 lambda: inventory.count(status="expired").value,
             )
         ]
@@ -558,7 +563,7 @@ class Command(DjangoClearSessions):
                 for kind, batches_of, count_remaining in phases:
                     progress.phase(f"Deleting {kind} sessions", count_remaining)
                     if not self._run_phase(
-                        kind, batches_of(), run, progress, batch_size, sleep, deadline
+                        kind, batches_of(), run, progress, sizer, sleep, deadline
                     ):
                         break
         except _storage_errors():
@@ -580,7 +585,7 @@ class Command(DjangoClearSessions):
         batches: Iterator[int],
         run: Run,
         progress: ProgressBar,
-        batch_size: int,
+        sizer: BatchSizer,
         sleep: float,
         deadline: float | None,
     ) -> bool:
@@ -595,8 +600,8 @@ class Command(DjangoClearSessions):
                 progress.update(done)
                 if self._stopped(run, deadline):
                     return False
-                # A short batch is the last one: no pause after it.
-                if sleep and deleted >= batch_size:
+                # A batch shorter than it asked for is the last one: no pause after it.
+                if sleep and deleted >= sizer.asked:
                     self._pause(sleep, deadline)
                     if self._stopped(run, deadline):
                         return False
