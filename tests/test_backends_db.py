@@ -470,7 +470,7 @@ def save_new(store_class, data):
 
 @pytest.mark.django_db
 def test_the_table_has_one_index_led_by_expire_date():
-    """(expire_date, key) serves the expiry queries; a second expire_date index only costs writes."""
+    """(expire_date, key) serves the expiry queries; another expire_date index only costs writes."""
     with connection.cursor() as cursor:
         constraints = connection.introspection.get_constraints(cursor, Session._meta.db_table)
     led_by_expiry = [

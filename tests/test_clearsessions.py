@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import io
-import re
 import json
 import os
+import re
 import signal
 import subprocess
 import sys

@@ -707,8 +707,22 @@ def test_clear_inactive_stops_between_batches(inventory, make, mode):
     assert list(inventory.clear_inactive(before=now - timedelta(days=1))) == [3]
 
 
+POSTGRESQL = "postgresql" in settings.DATABASES["default"]["ENGINE"]
+
+
+def walk_pages(monkeypatch, model):
+    """Make the PostgreSQL inventory walk the table's pages, even a small table's."""
+    monkeypatch.setattr(model_module, "PAGE_RANGE_MIN_PAGES", 1)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
+
+
+@pytest.mark.parametrize(
+    "walk",
+    [False, pytest.param(True, marks=pytest.mark.skipif(not POSTGRESQL, reason="PostgreSQL"))],
+)
 @pytest.mark.parametrize("method", ["clear_expired", "clear_inactive"])
-def test_clearing_evicts_cached_db_copies(monkeypatch, settings, users, redis_cache, method):
+def test_clearing_evicts_cached_db_copies(monkeypatch, settings, users, redis_cache, method, walk):
     settings.SESSION_CACHE_ALIAS = "redis"
     inventory = ModelInventory(register_engine(monkeypatch, "cached", MetadataCachedStore))
     make = Maker(MetadataCachedStore)
@@ -720,6 +734,8 @@ def test_clearing_evicts_cached_db_copies(monkeypatch, settings, users, redis_ca
         expires=timedelta(seconds=-1 if method == "clear_expired" else 3600),
     )
     kept = make(user=users[0], data={"cart": 2})
+    if walk:
+        walk_pages(monkeypatch, Session)
     prefix = MetadataCachedStore.cache_key_prefix
     for made in (doomed, kept):
         # Cached copies that outlive the row, as a longer cache timeout would leave them.
@@ -789,9 +805,10 @@ def test_each_batch_is_one_delete_statement(inventory, make):
 
     statements = [query["sql"].split()[0].upper() for query in queries]
     if connection.vendor == "postgresql":
-        # One statement a batch picks its rows and deletes them; the last finds none.
-        assert statements == ["WITH", "WITH", "WITH"]
-        assert all("DELETE FROM" in query["sql"].upper() for query in queries)
+        # The table's size decides against walking its pages (one query); then one
+        # statement a batch picks its rows and deletes them; the last finds none.
+        assert statements == ["SELECT", "WITH", "WITH", "WITH"]
+        assert all("DELETE FROM" in query["sql"].upper() for query in queries[1:])
     else:
         assert statements == ["SELECT", "DELETE", "SELECT", "DELETE"]
 
@@ -873,3 +890,47 @@ def test_clear_expired_sizes_each_batch_as_the_sizer_says(inventory, make):
     assert list(inventory.clear_expired(batch_size=sizer)) == [8, 2, 1, 1, 1]
     assert inventory.count() == Count(1)
     assert inventory.get(kept.public_id) is not None
+
+
+@pytest.mark.skipif(not POSTGRESQL, reason="PostgreSQL's TID range scans")
+def test_a_large_share_goes_a_range_of_pages_at_a_time(inventory, make, monkeypatch):
+    now = timezone.now()
+    expired = [make(expires=timedelta(seconds=-n - 1)) for n in range(40)]
+    idle = [make(last_activity=now - timedelta(days=9)) for _ in range(20)]
+    kept = [make(last_activity=now) for _ in range(10)]
+    walk_pages(monkeypatch, inventory.model)
+
+    with CaptureQueriesContext(connection) as queries:
+        batches = list(inventory.clear_expired(batch_size=BatchSizer(10, target=60.0)))
+        if inventory.records_activity:
+            idle_batches = list(
+                inventory.clear_inactive(before=now - timedelta(days=1), batch_size=5)
+            )
+            assert sum(idle_batches) == len(idle)
+
+    assert sum(batches) == len(expired)
+    assert len(batches) > 1
+    deletes = [q["sql"] for q in queries if q["sql"].startswith("DELETE")]
+    assert deletes
+    assert all("ctid >= " in sql and "::tid" in sql for sql in deletes)
+    assert not any("ORDER BY" in q["sql"] for q in queries)
+    assert all(inventory.get(made.public_id) is None for made in expired)
+    left = len(kept) + (0 if inventory.records_activity else len(idle))
+    assert inventory.count() == Count(left)
+
+
+@pytest.mark.skipif(not POSTGRESQL, reason="PostgreSQL's TID range scans")
+def test_a_range_of_pages_never_deletes_more_than_a_batch(inventory, make, monkeypatch):
+    """Sparse pages first, then dense ones: a range that holds too many is rolled back."""
+    kept = [make() for _ in range(100)]
+    doomed = [make(expires=timedelta(seconds=-1)) for _ in range(100)]
+    walk_pages(monkeypatch, inventory.model)
+
+    with CaptureQueriesContext(connection) as queries:
+        batches = list(inventory.clear_expired(batch_size=BatchSizer(30, target=60.0)))
+
+    assert sum(batches) == len(doomed)
+    assert max(batches) <= 30
+    rolled_back = [q for q in queries if q["sql"].upper().startswith("ROLLBACK")]
+    assert rolled_back  # at least one range held more than 30 and was undone
+    assert inventory.count() == Count(len(kept))

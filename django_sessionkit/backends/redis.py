@@ -479,9 +479,10 @@ return {total, chunks, math.min(expired, total)}
 """
 
 # ARGV: base, min, max (ZRANGEBYSCORE bounds), offset, limit, "1" for
-# descending, directory ids read per ZRANGE. Returns member, score, u, e, ip, ua, c, a per entry; whole
-# chunks before the offset are skipped by their size (ZCARD when the bounds
-# take everything, else ZCOUNT), the directory read a slice at a time.
+# descending, directory ids read per ZRANGE. Returns member, score, u, e, ip,
+# ua, c, a per entry; whole chunks before the offset are skipped by their size
+# (ZCARD when the bounds take everything, else ZCOUNT), the directory read a
+# slice at a time.
 PAGE = """
 local lo, hi = ARGV[2], ARGV[3]
 local offset, limit, rev = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1'

@@ -26,7 +26,7 @@ from django.contrib.sessions.backends.cached_db import SessionStore as CachedDBS
 from django.core.cache import caches
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_ipv46_address
-from django.db import connections, router
+from django.db import connections, router, transaction
 from django.db.models import Count as CountOf
 from django.db.models import Field, Model, Q, QuerySet
 from django.utils import timezone
@@ -52,6 +52,13 @@ CHUNK_SIZE = 2000
 #: Estimated counts (``count(estimate=True)``) below this many rows are made
 #: exact: counting them is cheap, and "about 1" for none would mislead.
 EXACT_BELOW = 50_000
+#: PostgreSQL deletes in ranges of pages rather than through the index when
+#: at least this share of the table is to go, on a table this many pages large.
+PAGE_RANGE_SHARE = 0.1
+PAGE_RANGE_MIN_PAGES = 1000
+#: The share of a batch's size a range of pages is sized to hold, so that
+#: few ranges hold more than the batch may delete (those are rolled back).
+PAGE_RANGE_FILL = 0.8
 #: The columns a listed session is made of; never the key, never the data.
 INFO_FIELDS = (
     "public_id",
@@ -661,7 +668,9 @@ class ModelInventory(SessionInventory):
     ) -> Iterator[int]:
         """Delete each batch with one statement that picks its rows by ``ctid``.
 
-        The rows are chosen through the index on *field* and deleted by their
+        When much of the table is to go, the batches walk the table's pages
+        instead (see :meth:`_page_ranges`). Otherwise the rows are chosen
+        through the index on *field* and deleted by their
         physical address, without a lookup per row in the primary key index.
         The statement answers one row: where the next batch starts, how many
         rows went and, for cached_db only, their keys to evict; nothing per
@@ -674,7 +683,7 @@ class ModelInventory(SessionInventory):
         table = quote(meta.db_table)
         column = quote(str(cast("Field[Any, Any]", meta.get_field(field)).column))
         key = quote(str(meta.pk.column if meta.pk is not None else "pk"))
-        keys = f"(SELECT array_agg({key}) FROM gone)" if self.cached else "NULL"
+        keys = f"(SELECT array_agg({key}) FROM gone)" if self.cached else "NULL"  # noqa: S608
 
         def statement(lower: bool) -> str:
             start = f" AND {column} >= %s" if lower else ""
@@ -685,6 +694,16 @@ class ModelInventory(SessionInventory):
                 f"AND {column} < %s RETURNING {key}) "
                 f"SELECT (SELECT max(v) FROM batch), (SELECT count(*) FROM gone), {keys}"
             )
+
+        ranges = self._page_ranges(connection, table, column, before)
+        if ranges is not None:
+            # No index pass after the walk: the index still holds an entry for
+            # every row the walk deleted (until VACUUM), and stepping over them
+            # would cost as much as the walk itself.
+            yield from self._delete_page_ranges(
+                connection, table, column, key, before, sizer, ranges, strict=strict
+            )
+            return
 
         lower: Any = None
         while True:
@@ -700,6 +719,107 @@ class ModelInventory(SessionInventory):
                 return
             if deleted:
                 self._evict(evict or [], strict=strict)
+                yield deleted
+
+    def _page_ranges(
+        self, connection: Any, table: str, column: str, before: datetime
+    ) -> tuple[int, float] | None:
+        """Return (pages, doomed rows per page) when the batches should walk the table's pages.
+
+        When a large share of a large table is to go (``PAGE_RANGE_SHARE``
+        of its rows, by the planner's estimate, on at least
+        ``PAGE_RANGE_MIN_PAGES`` pages), reading the rows in their physical
+        order deletes each page's rows together, as one sequential
+        ``DELETE`` would; through the index, each row is a visit to a page
+        of its own. None otherwise, or before the table was ever analyzed.
+        """
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT relpages, reltuples, pg_relation_size(oid) / current_setting("
+                "'block_size')::int FROM pg_class WHERE oid = to_regclass(%s)",
+                [table],
+            )
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            relpages, reltuples, pages = row
+            if relpages < PAGE_RANGE_MIN_PAGES or reltuples <= 0:
+                return None
+            cursor.execute(
+                f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {table} WHERE {column} < %s",  # noqa: S608
+                [before],
+            )
+            plan = cursor.fetchone()[0]
+        if isinstance(plan, str):
+            plan = json.loads(plan)
+        doomed = float(plan[0]["Plan"]["Plan Rows"])
+        if doomed < PAGE_RANGE_SHARE * reltuples:
+            return None
+        return int(pages), min(doomed, reltuples) / relpages
+
+    def _delete_page_ranges(
+        self,
+        connection: Any,
+        table: str,
+        column: str,
+        key: str,
+        before: datetime,
+        sizer: BatchSizer,
+        ranges: tuple[int, float],
+        *,
+        strict: bool,
+    ) -> Iterator[int]:
+        """Delete the rows before *before* a range of pages at a time, in physical order.
+
+        A range is sized to hold somewhat fewer doomed rows than the sizer
+        asks for (by the planner's estimate, spread evenly over the pages);
+        each range is one ``DELETE`` over a TID range scan, its own
+        transaction. A range that turns out to hold more is rolled back and
+        halved, and a single page that holds more gives them up through a
+        ``LIMIT``, so that no batch deletes more than asked. The walk ends
+        at the table's size when it began: a row written during the walk
+        with *field* already before *before* (a session saved with an expiry
+        in the past) may be left for the next run.
+        """
+        pages, per_page = ranges
+        returning = f" RETURNING {key}" if self.cached else ""
+        in_range = f"ctid >= %s::tid AND ctid < %s::tid AND {column} < %s"
+        statement = f"DELETE FROM {table} WHERE {in_range}{returning}"  # noqa: S608
+        limited = (
+            f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} "  # noqa: S608
+            f"WHERE {in_range} LIMIT %s)) AND {column} < %s{returning}"
+        )
+        page = 0
+        while page < pages:
+            with sizer.batch() as size:
+                step = max(1, int(PAGE_RANGE_FILL * size / per_page))
+                while True:
+                    bounds = [f"({page},0)", f"({page + step},0)", before]
+                    with transaction.atomic(using=self._write_db), connection.cursor() as cursor:
+                        cursor.execute(statement, bounds)
+                        deleted = cursor.rowcount
+                        evict = [row[0] for row in cursor.fetchall()] if self.cached else []
+                        if deleted > size:
+                            transaction.set_rollback(True, using=self._write_db)
+                    if deleted <= size:
+                        page += step
+                        # Neighbouring pages look alike (rows are written in time
+                        # order): the next range is sized by this one's density.
+                        per_page = max(deleted / step, per_page / 2, 0.01)
+                        break
+                    per_page = deleted / step
+                    if step > 1:
+                        step = max(1, int(PAGE_RANGE_FILL * size / per_page))
+                        continue
+                    # One page holds more than a batch may delete: part of it now,
+                    # the rest in the next batches.
+                    with connection.cursor() as cursor:
+                        cursor.execute(limited, [*bounds, size, before])
+                        deleted = cursor.rowcount
+                        evict = [row[0] for row in cursor.fetchall()] if self.cached else []
+                    break
+            if deleted:
+                self._evict(evict, strict=strict)
                 yield deleted
 
     def _delete_batches_orm(

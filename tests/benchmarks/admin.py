@@ -400,9 +400,7 @@ def measure(
             stock = timings["stock"]
             stock_text = common.ms(stock.median)
             speedup = stock.median / ours.median
-            ratio = (
-                f"{speedup:,.1f}x faster" if speedup >= 1 else f"{1 / speedup:,.1f}x slower"
-            )
+            ratio = f"{speedup:,.1f}x faster" if speedup >= 1 else f"{1 / speedup:,.1f}x slower"
         report.add(f"{name}: {label}", text, stock_text, ratio, f"<= {common.ms(target)}", met)
         costs = (
             f"{len(first.queries)} queries, {first.redis_round_trips} Redis round trips, "
