@@ -13,6 +13,7 @@ from django.contrib.sessions.backends.cached_db import SessionStore as StockCach
 from django.core.cache import caches
 from django.utils import timezone
 from django_redis import get_redis_connection
+from redis import client as redis_client
 from redis import connection as redis_connection
 
 from django_sessionkit.backends import redis as backend
@@ -41,7 +42,8 @@ def inventory(ours) -> RedisInventory:
 
 @pytest.fixture
 def commands(monkeypatch) -> list[str]:
-    """The names of the commands redis-py sends, in order (a recorder on the real client)."""
+    """The names of the commands redis-py sends, in order, pipelined ones included
+    (a recorder on the real client)."""
     sent: list[str] = []
     send = redis_connection.AbstractConnection.send_command
 
@@ -50,6 +52,14 @@ def commands(monkeypatch) -> list[str]:
         send(self, *args, **kwargs)
 
     monkeypatch.setattr(redis_connection.AbstractConnection, "send_command", recording)
+    queue = redis_client.Pipeline.pipeline_execute_command
+
+    def queued(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(args[0]).lower())
+        return queue(self, *args, **kwargs)
+
+    # Pipelined commands are sent packed together, not through send_command.
+    monkeypatch.setattr(redis_client.Pipeline, "pipeline_execute_command", queued)
     return sent
 
 
@@ -656,8 +666,9 @@ def test_clear_expired_keeps_each_script_call_short(inventory, ours, commands, m
 
         assert list(inventory.clear_expired(batch_size=5)) == [5, 5, 2]
 
-    # 2 + 2 + 1 per full batch, then 2 and one that finds nothing.
-    assert commands.count("evalsha") == 8
+    # 2 + 2 + 1 per batch, each batch's calls in one pipeline (the last batch's
+    # find 2, then nothing), and one sweep of the user index's only chunk.
+    assert commands.count("evalsha") == 9 + 1
     assert inventory.count().value == 0
 
 
@@ -757,5 +768,6 @@ def test_clear_expired_sweeps_only_when_it_pruned(inventory, ours, commands):
     save(ours, {SESSION_KEY: "78"})
     commands.clear()
     assert list(inventory.clear_expired()) == []
-    # One PRUNE call that finds nothing; no sweep of the user index.
-    assert commands == ["evalsha"]
+    # One round trip of PRUNE calls that find nothing; no sweep of the user index.
+    assert set(commands) == {"script load", "evalsha"}
+    assert "zrange" not in commands

@@ -90,10 +90,12 @@ UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionInterrupted)
 LOAD_FIELDS = ("d", "a", "e")
 #: Index entries of expired sessions each save prunes on its way.
 PRUNE_ON_WRITE = 4
-#: Index entries one PRUNE script call removes at most (a few us each): a
-#: batch of clear_expired() takes several calls, so that no single command
-#: keeps Redis busy for more than a few milliseconds.
-PRUNE_SLICE = 100
+#: Index entries one PRUNE script call removes at most (some 20 us each with
+#: the session's hash): a batch of clear_expired() takes several calls, so
+#: that no single command keeps Redis busy for more than a millisecond or two.
+PRUNE_SLICE = 50
+#: PRUNE script calls sent per pipelined round trip.
+PRUNE_PIPELINE = 10
 #: User index chunks swept per pipelined round trip (one script call each).
 SWEEP_PIPELINE = 50
 CREATE_ATTEMPTS = 100
@@ -683,26 +685,41 @@ class Keyspace:
     def prune(self, now: datetime, batch_size: int) -> Iterator[int]:
         """Remove index entries of expired sessions in batches, yielding each batch's count.
 
-        A batch is several script calls of at most ``PRUNE_SLICE`` entries.
-        Once something was pruned, the user index is swept (see
-        :meth:`sweep_users`) as part of the last batch.
+        A batch is several script calls of at most ``PRUNE_SLICE`` entries
+        each, sent ``PRUNE_PIPELINE`` to a round trip: every command stays
+        short, and the round trips do not add up. Once something was pruned,
+        the user index is swept (see :meth:`sweep_users`) as part of the last
+        batch.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1.")
         now_ms = to_ms(now)
+        client = self.client()
+        # EVALSHA in a pipeline cannot fall back to EVAL: load the script first.
+        client.script_load(PRUNE_SCRIPT.source)
         pruned_any = False
         while True:
             removed = 0
-            while removed < batch_size:
-                step = min(PRUNE_SLICE, batch_size - removed)
-                pruned = int(self.run(PRUNE_SCRIPT, now_ms, step))
-                removed += pruned
-                if pruned < step:
-                    if removed or pruned_any:
-                        self.sweep_users()
-                    if removed:
-                        yield removed
-                    return
+            exhausted = False
+            while removed < batch_size and not exhausted:
+                steps = []
+                left = batch_size - removed
+                while left > 0 and len(steps) < PRUNE_PIPELINE:
+                    steps.append(min(PRUNE_SLICE, left))
+                    left -= steps[-1]
+                pipe = client.pipeline(transaction=False)
+                for step in steps:
+                    pipe.evalsha(PRUNE_SCRIPT.sha, 0, self.base, now_ms, step)
+                pruned = [int(n) for n in pipe.execute()]
+                removed += sum(pruned)
+                # Redis runs the calls in order: one that fell short found the end.
+                exhausted = any(n < step for n, step in zip(pruned, steps, strict=True))
+            if exhausted:
+                if removed or pruned_any:
+                    self.sweep_users()
+                if removed:
+                    yield removed
+                return
             pruned_any = True
             yield removed
 
