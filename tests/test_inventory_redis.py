@@ -333,19 +333,6 @@ def test_clear_expired_yields_per_batch(inventory, ours):
     assert inventory.count(authenticated=True).value == 0
 
 
-def test_export_sessions_hands_out_live_sessions_with_their_keys(inventory, ours):
-    with time_machine.travel(NOW, tick=False) as clock:
-        live = save(ours, {SESSION_KEY: "1", "k": "v"}, expiry=600)
-        save(ours, {"k": "gone"}, expiry=60)
-        clock.move_to(NOW + timedelta(minutes=2))
-
-        exported = list(inventory.export_sessions(batch_size=1))
-
-    assert exported == [
-        (live, {SESSION_KEY: "1", "k": "v", "_session_expiry": 600}, NOW + timedelta(minutes=10))
-    ]
-
-
 def test_our_inventory_needs_django_redis(settings):
     settings.SESSION_CACHE_ALIAS = "default"
 

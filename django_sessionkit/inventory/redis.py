@@ -525,33 +525,6 @@ class RedisInventory(SessionInventory):
                 if best is None or (-sessions, user_id) < best:
                     best = (-sessions, user_id)
 
-    # -- for migratesessions ---------------------------------------------------
-
-    def export_sessions(
-        self, *, batch_size: int = 1000
-    ) -> Iterator[tuple[str, dict[str, Any], datetime]]:
-        """Yield ``(session key, data, expiry)`` of every unexpired session.
-
-        This hands out session keys: it is for ``migratesessions`` only, and
-        nothing may log or print what it yields. Walks the expiry index, one
-        pipelined round trip per *batch_size* sessions.
-        """
-        keyspace = self.keyspace
-        client = keyspace.client(write=False)
-        decoder = self.store_class()
-        now = timezone.now()
-        pids = (info.public_id for info in self._walk("active", False, now))
-        while batch := list(islice(pids, batch_size)):
-            pipe = client.pipeline(transaction=False)
-            for pid in batch:
-                pipe.hmget(keyspace.session(pid), ("k", "d", "e"))
-            for session_key, data, expiry in pipe.execute():
-                expire_date = backend.from_ms(expiry)
-                if session_key is None or data is None or expire_date is None or expire_date <= now:
-                    continue
-                decoded = decoder.deserialize_data(data)  # type: ignore[attr-defined]
-                yield str(backend.text(session_key)), decoded, expire_date
-
 
 class StockCacheInventory(SessionInventory):
     """Read and revoke the sessions of Django's ``cache`` engine on django-redis.
