@@ -702,7 +702,7 @@ class Keyspace:
             removed = 0
             exhausted = False
             while removed < batch_size and not exhausted:
-                steps = []
+                steps: list[int] = []
                 left = batch_size - removed
                 while left > 0 and len(steps) < PRUNE_PIPELINE:
                     steps.append(min(PRUNE_SLICE, left))
