@@ -119,6 +119,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="our --batch-size: the most rows per batch (default 10,000, the command's)",
     )
     parser.add_argument("--redis-url", help="use this Redis (its database is flushed)")
+    parser.add_argument(
+        "--database-name",
+        default=BENCH_DATABASE,
+        help=f"name of the PostgreSQL databases (and suffixes) of the run (default "
+        f"{BENCH_DATABASE}): another name lets two runs share a server",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     # Internal: the processes this script starts.
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -885,10 +891,12 @@ def describe(args: argparse.Namespace, targets: list[Target]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    global BENCH_DATABASE
     args = parse_args(argv)
     if args.worker:
         worker_main(args)
         return
+    BENCH_DATABASE = args.database_name
     workdir = tempfile.mkdtemp(prefix="sessionkit-bench-clear-")
     targets = []
     if args.db in ("sqlite", "both"):
