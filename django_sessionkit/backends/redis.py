@@ -299,6 +299,18 @@ local function prune(now, limit, users)
   return removed
 end
 
+-- Append an expiry index entry as PAGE and CHUNK return it: member, score,
+-- then the session's u, ip, ua, c, a.
+local function listed(out, member, score)
+  out[#out + 1] = member
+  out[#out + 1] = score
+  local sep = string.find(member, ':', 1, true)
+  local pid = member
+  if sep then pid = string.sub(member, 1, sep - 1) end
+  local f = redis.call('HMGET', skey(pid), 'u', 'ip', 'ua', 'c', 'a')
+  for j = 1, 5 do out[#out + 1] = f[j] end
+end
+
 local function fields(out, pid)
   local f = redis.call('HMGET', skey(pid), 'u', 'e', 'ip', 'ua', 'c', 'a')
   out[#out + 1] = pid
@@ -520,13 +532,7 @@ while start < size and got < limit do
       end
       offset = 0
       for i = 1, #entries, 2 do
-        out[#out + 1] = entries[i]
-        out[#out + 1] = entries[i + 1]
-        local sep = string.find(entries[i], ':', 1, true)
-        local pid = entries[i]
-        if sep then pid = string.sub(pid, 1, sep - 1) end
-        local f = redis.call('HMGET', skey(pid), 'u', 'ip', 'ua', 'c', 'a')
-        for j = 1, 5 do out[#out + 1] = f[j] end
+        listed(out, entries[i], entries[i + 1])
         got = got + 1
       end
     end
@@ -547,15 +553,7 @@ else
   entries = redis.call('ZRANGEBYSCORE', key, lo, hi, 'WITHSCORES')
 end
 local out = {}
-for i = 1, #entries, 2 do
-  out[#out + 1] = entries[i]
-  out[#out + 1] = entries[i + 1]
-  local sep = string.find(entries[i], ':', 1, true)
-  local pid = entries[i]
-  if sep then pid = string.sub(pid, 1, sep - 1) end
-  local f = redis.call('HMGET', skey(pid), 'u', 'ip', 'ua', 'c', 'a')
-  for j = 1, 5 do out[#out + 1] = f[j] end
-end
+for i = 1, #entries, 2 do listed(out, entries[i], entries[i + 1]) end
 return out
 """
 

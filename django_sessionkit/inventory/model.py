@@ -797,8 +797,7 @@ class ModelInventory(SessionInventory):
                     bounds = [f"({page},0)", f"({page + step},0)", before]
                     with transaction.atomic(using=self._write_db), connection.cursor() as cursor:
                         cursor.execute(statement, bounds)
-                        deleted = cursor.rowcount
-                        evict = [row[0] for row in cursor.fetchall()] if self.cached else []
+                        deleted, evict = self._deleted(cursor)
                         if deleted > size:
                             transaction.set_rollback(True, using=self._write_db)
                     if deleted <= size:
@@ -815,12 +814,15 @@ class ModelInventory(SessionInventory):
                     # the rest in the next batches.
                     with connection.cursor() as cursor:
                         cursor.execute(limited, [*bounds, size, before])
-                        deleted = cursor.rowcount
-                        evict = [row[0] for row in cursor.fetchall()] if self.cached else []
+                        deleted, evict = self._deleted(cursor)
                     break
             if deleted:
                 self._evict(evict, strict=strict)
                 yield deleted
+
+    def _deleted(self, cursor: Any) -> tuple[int, list[str]]:
+        """Return how many rows a ``DELETE`` removed, and their keys to evict (cached_db)."""
+        return cursor.rowcount, [row[0] for row in cursor.fetchall()] if self.cached else []
 
     def _delete_batches_orm(
         self, field: str, before: datetime, sizer: BatchSizer, *, strict: bool
