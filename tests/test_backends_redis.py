@@ -485,6 +485,22 @@ def test_clear_expired_prunes_in_batches(store, keyspace, redis):
         assert_indexes_match(keyspace)
 
 
+def test_clear_expired_keeps_a_session_its_old_entry_no_longer_describes(store, keyspace, redis):
+    """An entry whose expiry is not the session's (written anew meanwhile) goes alone."""
+    with time_machine.travel(NOW, tick=False) as clock:
+        old = save(store, {SESSION_KEY: "1"}, expiry=60)
+        renewed = save(store, {SESSION_KEY: "2"}, expiry=60)
+        later = backend.to_ms(NOW + timedelta(hours=1))
+        redis.hset(keyspace.session(public_id(renewed)), "e", later)
+        clock.move_to(NOW + timedelta(minutes=10))
+
+        assert list(keyspace.prune(NOW + timedelta(minutes=10), 10)) == [2]
+
+        assert not redis.exists(keyspace.session(public_id(old)))
+        assert stored_hash(redis, keyspace, renewed)["e"] == str(later)
+        assert index_entries(keyspace, "x") == {}
+
+
 def test_clear_expired_batch_size_must_be_positive(keyspace):
     with pytest.raises(ValueError, match="at least 1"):
         list(keyspace.prune(NOW, 0))
