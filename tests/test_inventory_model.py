@@ -13,7 +13,7 @@ from django.contrib.sessions.backends.cached_db import SessionStore as CachedDBS
 from django.contrib.sessions.backends.db import SessionStore as DBStore
 from django.contrib.sessions.models import Session as StockSession
 from django.core.cache import caches
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models.signals import post_delete, pre_delete
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -811,6 +811,44 @@ def test_each_batch_is_one_delete_statement(inventory, make):
         assert all("DELETE FROM" in query["sql"].upper() for query in queries[1:])
     else:
         assert statements == ["SELECT", "DELETE", "SELECT", "DELETE"]
+
+
+@pytest.mark.skipif(not POSTGRESQL, reason="PostgreSQL's synchronous_commit")
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("walk", [False, True])
+@pytest.mark.parametrize("outer", [False, True])
+def test_postgresql_batches_commit_without_waiting_for_the_disk(
+    inventory, make, monkeypatch, walk, outer
+):
+    """Each batch's own transaction relaxes synchronous_commit; a caller's is left alone."""
+    expired = [make(expires=timedelta(seconds=-n - 1)) for n in range(3)]
+    live = make()
+    if walk:
+        walk_pages(monkeypatch, inventory.model)
+    seen = []
+
+    def watch(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if "DELETE FROM" in sql.upper():
+            with connection.connection.cursor() as cursor:  # the same transaction
+                cursor.execute("SHOW synchronous_commit")
+                seen.append(cursor.fetchone()[0])
+        return result
+
+    with connection.execute_wrapper(watch):
+        if outer:
+            with transaction.atomic():
+                assert sum(inventory.clear_expired(batch_size=2)) == 3
+        else:
+            assert sum(inventory.clear_expired(batch_size=2)) == 3
+
+    assert len(seen) >= 2
+    assert set(seen) == {"on" if outer else "off"}
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+    assert not inventory.model.objects.filter(pk__in=[m.key for m in expired]).exists()
+    assert inventory.model.objects.filter(pk=live.key).exists()
 
 
 def test_a_model_other_rows_point_to_is_cleared_through_the_orm(inventory, make, monkeypatch):

@@ -14,6 +14,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from importlib import import_module
 from operator import itemgetter
@@ -707,7 +708,7 @@ class ModelInventory(SessionInventory):
 
         lower: Any = None
         while True:
-            with sizer.batch() as size, connection.cursor() as cursor:
+            with sizer.batch() as size, self._batch_transaction(connection) as cursor:
                 params: list[Any] = (
                     [before, size, before] if lower is None else [before, lower, size, before]
                 )
@@ -795,7 +796,7 @@ class ModelInventory(SessionInventory):
                 step = max(1, int(PAGE_RANGE_FILL * size / per_page))
                 while True:
                     bounds = [f"({page},0)", f"({page + step},0)", before]
-                    with transaction.atomic(using=self._write_db), connection.cursor() as cursor:
+                    with self._batch_transaction(connection, savepoint=True) as cursor:
                         cursor.execute(statement, bounds)
                         deleted, evict = self._deleted(cursor)
                         if deleted > size:
@@ -812,13 +813,36 @@ class ModelInventory(SessionInventory):
                         continue
                     # One page holds more than a batch may delete: part of it now,
                     # the rest in the next batches.
-                    with connection.cursor() as cursor:
+                    with self._batch_transaction(connection) as cursor:
                         cursor.execute(limited, [*bounds, size, before])
                         deleted, evict = self._deleted(cursor)
                     break
             if deleted:
                 self._evict(evict, strict=strict)
                 yield deleted
+
+    @contextmanager
+    def _batch_transaction(self, connection: Any, *, savepoint: bool = False) -> Iterator[Any]:
+        """Run a PostgreSQL batch in a transaction that commits without waiting for the disk.
+
+        ``SET LOCAL synchronous_commit = off`` holds for this transaction only
+        (nothing leaks to a pooled connection). The commit then does not wait
+        for the WAL to be flushed, which a checkpoint writing out the table
+        can hold up for a hundred milliseconds or more while the batch keeps
+        its row locks. A crash can lose the batches of the last fraction of
+        a second: their sessions are still expired, and the next run deletes
+        them; the database stays consistent. Inside a caller's own
+        transaction the setting is left alone (its commit is not ours to
+        relax), and a batch is a savepoint only when asked, to be rolled back.
+        """
+        outermost = not connection.in_atomic_block
+        with (
+            transaction.atomic(using=self._write_db, savepoint=savepoint),
+            connection.cursor() as cursor,
+        ):
+            if outermost:
+                cursor.execute("SET LOCAL synchronous_commit = off")
+            yield cursor
 
     def _deleted(self, cursor: Any) -> tuple[int, list[str]]:
         """Return how many rows a ``DELETE`` removed, and their keys to evict (cached_db)."""
