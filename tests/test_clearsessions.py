@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import functools
 import io
+import itertools
 import json
 import os
 import re
@@ -27,6 +29,7 @@ from django.db import DatabaseError
 from django.db.models.signals import post_delete, post_init, pre_delete
 from django.utils import timezone
 
+from django_sessionkit.inventory import BatchSizer
 from django_sessionkit.inventory.file import FileInventory
 from django_sessionkit.inventory.model import ModelInventory
 from django_sessionkit.management.commands import clearsessions as command_module
@@ -176,6 +179,7 @@ def test_json_output_is_one_object(engine):
         "action": "clear",
         "dry_run": False,
         "batch_size": 2,
+        "batch_time": 0.05,
         "expired": 5,
         "inactive": None,
         "batches": 3,
@@ -222,6 +226,9 @@ def test_never_deletes_an_unexpired_session(engine, users):
         (["--inactive-for", "thirty days"], "is not a duration"),
         (["--inactive-for", "99999999999999w"], "too long"),
         (["--sleep", "-1"], "--sleep must be zero or more"),
+        (["--batch-time", "-0.5"], "--batch-time must be zero or more seconds, not -0.5"),
+        (["--batch-time", "nan"], "--batch-time must be zero or more seconds, not nan"),
+        (["--stats", "--batch-time", "1"], "--stats cannot be combined with --batch-time"),
         (["--max-runtime", "0"], "--max-runtime must be more than zero"),
         (["--fail-if-expired-over", "-1"], "zero or more"),
         (["--user", "nobody-at-all"], "No user has the username or id 'nobody-at-all'"),
@@ -537,15 +544,28 @@ def test_sleep_between_batches(engine, clock):
 
 
 @pytest.mark.parametrize("engine", [OUR_DB, STOCK_DB], indirect=True)
-def test_batches_shrink_when_they_take_longer_than_the_target(engine, monkeypatch):
-    """Batches are sized to a time per transaction: any batch outlasts a zero target."""
-    monkeypatch.setattr(command_module, "BATCH_SECONDS", 0.0)
+@pytest.mark.parametrize(
+    ("args", "sizes"),
+    [
+        # The default target (50 ms): a batch that took a second shrinks the next ones.
+        ((), [3, 1, 1, 1]),
+        # A target of two seconds: they may grow, up to --batch-size.
+        (("--batch-time", "2"), [3, 3]),
+        # No target: every batch is --batch-size, however long it takes.
+        (("--batch-time", "0"), [3, 3]),
+    ],
+)
+def test_batches_are_sized_to_a_time_per_transaction(engine, monkeypatch, args, sizes):
+    ticks = itertools.count()  # the sizer's clock: every batch takes one second
+    monkeypatch.setattr(
+        command_module, "BatchSizer", functools.partial(BatchSizer, clock=lambda: next(ticks))
+    )
     expired, live = populate(engine, expired=6)
 
-    out, _ = run("--batch-size", "3", "-v", "2")
+    out, _ = run("--batch-size", "3", "-v", "2", *args)
 
     batches = re.findall(r"Batch \d+: deleted (\d+) expired sessions", out)
-    assert [int(n) for n in batches] == [3, 1, 1, 1]
+    assert [int(n) for n in batches] == sizes
     assert not any(stored(engine, key) for key in expired)
     assert all(stored(engine, key) for key in live)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import signal
 import threading
@@ -176,8 +177,15 @@ class Command(DjangoClearSessions):
             type=int,
             metavar="N",
             help=f"Most sessions deleted per batch and transaction (default "
-            f"{DEFAULT_BATCH_SIZE:,}); batches are sized to take about "
-            f"{BATCH_SECONDS * 1000:.0f} ms each.",
+            f"{DEFAULT_BATCH_SIZE:,}).",
+        )
+        parser.add_argument(
+            "--batch-time",
+            type=float,
+            metavar="SECONDS",
+            help=f"How long a batch should take, about (default {BATCH_SECONDS}): batches "
+            f"shrink or grow toward it, up to --batch-size. 0 makes every batch "
+            f"--batch-size sessions.",
         )
         parser.add_argument(
             "--sleep",
@@ -251,6 +259,9 @@ class Command(DjangoClearSessions):
         batch_size = options["batch_size"]
         if batch_size is not None and batch_size < 1:
             raise CommandError(f"--batch-size must be a positive number, not {batch_size}.")
+        batch_time = options["batch_time"]
+        if batch_time is not None and not 0 <= batch_time < math.inf:
+            raise CommandError(f"--batch-time must be zero or more seconds, not {batch_time}.")
         sleep = options["sleep"]
         if sleep is not None and not sleep >= 0:
             raise CommandError(f"--sleep must be zero or more seconds, not {sleep}.")
@@ -268,6 +279,7 @@ class Command(DjangoClearSessions):
         # Options that apply only to deleting expired (and idle) sessions in batches.
         batching = {
             "--batch-size": batch_size,
+            "--batch-time": batch_time,
             "--sleep": sleep,
             "--max-runtime": max_runtime,
             "--inactive-for": options["inactive_for"],
@@ -453,7 +465,10 @@ class Command(DjangoClearSessions):
     def _clear(self, engine: str, inventory: SessionInventory, options: dict[str, Any]) -> None:
         dry_run: bool = options["dry_run"]
         batch_size: int = options["batch_size"] or DEFAULT_BATCH_SIZE
-        sizer = BatchSizer(batch_size, target=BATCH_SECONDS)
+        batch_time: float | None = options["batch_time"]
+        if batch_time is None:
+            batch_time = BATCH_SECONDS
+        sizer = BatchSizer(batch_size, target=batch_time or None)
         limit: int | None = options["fail_if_expired_over"]
         delta: timedelta | None = options.get("inactive_delta")
         cutoff = None if delta is None else timezone.now() - delta
@@ -462,6 +477,7 @@ class Command(DjangoClearSessions):
             "action": "clear",
             "dry_run": dry_run,
             "batch_size": batch_size,
+            "batch_time": batch_time,
         }
         inactive_batches: Iterator[int] | None = None
         if cutoff is not None:
