@@ -118,6 +118,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=10_000,
         help="our --batch-size: the most rows per batch (default 10,000, the command's)",
     )
+    parser.add_argument(
+        "--batch-time",
+        type=float,
+        help="our --batch-time: seconds a batch should take (default: the command's, 0.05; "
+        "0 for batches of --batch-size)",
+    )
     parser.add_argument("--redis-url", help="use this Redis (its database is flushed)")
     parser.add_argument(
         "--database-name",
@@ -398,7 +404,9 @@ def _counts(now: datetime) -> dict[str, int]:
     }
 
 
-def worker_clear(mode: str, receiver: bool, batch_size: int, sleep: float) -> dict[str, Any]:
+def worker_clear(
+    mode: str, receiver: bool, batch_size: int, sleep: float, batch_time: float | None
+) -> dict[str, Any]:
     """Run stock Django's or our clearsessions once, timing it and each of our batches."""
     from django.contrib.sessions.management.commands.clearsessions import (
         Command as DjangoClearSessions,
@@ -439,7 +447,9 @@ def worker_clear(mode: str, receiver: bool, batch_size: int, sleep: float) -> di
     if mode == "stock":
         call_command(DjangoClearSessions())
     else:
-        options = {"sleep": sleep} if sleep else {}
+        options: dict[str, Any] = {"sleep": sleep} if sleep else {}
+        if batch_time is not None:
+            options["batch_time"] = batch_time
         call_command("clearsessions", batch_size=batch_size, stdout=io.StringIO(), **options)
     seconds = time.perf_counter() - started
     after = _counts(now)
@@ -448,6 +458,9 @@ def worker_clear(mode: str, receiver: bool, batch_size: int, sleep: float) -> di
         # Stock Django's job is one statement (one transaction with a receiver).
         "longest_transaction": max(batches) if batches else seconds,
         "batches": len(batches),
+        "median_batch": statistics.median(batches) if batches else seconds,
+        # Which batches were slowest (1-based), to tell a slow start from a stall.
+        "slowest_batches": sorted(range(1, len(batches) + 1), key=lambda n: -batches[n - 1])[:3],
         "before": before,
         "after": after,
         "receiver_calls": heard[0],
@@ -607,7 +620,9 @@ def worker_main(args: argparse.Namespace) -> None:
         if role == "populate":
             result = worker_populate(args.sessions)
         elif role == "clear":
-            result = worker_clear(args.mode, args.receiver, args.batch_size, args.sleep)
+            result = worker_clear(
+                args.mode, args.receiver, args.batch_size, args.sleep, args.batch_time
+            )
         elif role == "writer":
             worker_writer()
             return
@@ -623,13 +638,29 @@ def verdict(value: float, target: float) -> bool:
     return value <= target
 
 
+def batching(args: argparse.Namespace) -> list[str]:
+    """Return the batch options of our command, as a worker's arguments."""
+    options = ["--batch-size", str(args.batch_size)]
+    if args.batch_time is not None:
+        options += ["--batch-time", str(args.batch_time)]
+    return options
+
+
+def sizing(args: argparse.Namespace) -> str:
+    """Say how our batches were sized."""
+    from django_sessionkit.management.commands.clearsessions import BATCH_SECONDS
+
+    seconds = BATCH_SECONDS if args.batch_time is None else args.batch_time
+    return f"sized to about {ms(seconds)} each" if seconds else "none sized to a time"
+
+
 def clear_run(
-    target: Target, source: str, mode: str, batch_size: int, *, receiver: bool = False
+    target: Target, source: str, mode: str, batching: list[str], *, receiver: bool = False
 ) -> Result:
     name = f"{BENCH_DATABASE}_run"
     target.copy(source, name)
     try:
-        args = ["--mode", mode, "--batch-size", str(batch_size)]
+        args = ["--mode", mode, *batching]
         if receiver:
             args.append("--receiver")
         return run_worker("clear", target.settings(name), *args)
@@ -638,7 +669,7 @@ def clear_run(
 
 
 def writer_run(
-    target: Target, source: str, mode: str, batch_size: int, sleep: float = 0.0
+    target: Target, source: str, mode: str, batching: list[str], sleep: float = 0.0
 ) -> dict[str, Any]:
     name = f"{BENCH_DATABASE}_run"
     target.copy(source, name)
@@ -651,8 +682,7 @@ def writer_run(
                 database,
                 "--mode",
                 mode,
-                "--batch-size",
-                str(batch_size),
+                *batching,
                 "--sleep",
                 str(sleep),
             )
@@ -669,6 +699,7 @@ def removed_unexpired(result: Result) -> int:
 
 def measure_database(target: Target, args: argparse.Namespace) -> list[Report]:
     sessions, batch_size = args.sessions, args.batch_size
+    ours_batching = batching(args)
     source = BENCH_DATABASE
     reports = []
     progress(f"{target.label}: writing {sessions:,} sessions (half expired)")
@@ -679,14 +710,14 @@ def measure_database(target: Target, args: argparse.Namespace) -> list[Report]:
     if "clear" in args.parts:
         report = Report(f"{target.label}: {sessions:,} sessions, {sessions // 2:,} expired")
         progress(f"{target.label}: stock clearsessions")
-        stock = clear_run(target, source, "stock", batch_size)
+        stock = clear_run(target, source, "stock", ours_batching)
         progress(f"{target.label}: our clearsessions")
-        ours = clear_run(target, source, "ours", batch_size)
+        ours = clear_run(target, source, "ours", ours_batching)
         half = f"{source}_half"
         progress(f"{target.label}: {sessions // 2:,} sessions, for our RSS at N/2")
         target.create(half)
         run_worker("populate", target.settings(half), "--sessions", str(sessions // 2))
-        ours_half = clear_run(target, half, "ours", batch_size)
+        ours_half = clear_run(target, half, "ours", ours_batching)
         target.drop(half)
         ratio = ours.data["seconds"] / stock.data["seconds"]
         report.add(
@@ -733,8 +764,9 @@ def measure_database(target: Target, args: argparse.Namespace) -> list[Report]:
                 removed == 0,
             )
         report.note(
-            f"ours: {ours.data['batches']} batches of at most {batch_size:,}, sized to "
-            f"about 50 ms each; "
+            f"ours: {ours.data['batches']} batches of at most {batch_size:,}, "
+            f"{sizing(args)} (median {ms(ours.data['median_batch'])}; slowest: "
+            f"{', '.join(f'#{n}' for n in ours.data['slowest_batches'])}); "
             f"expired left: ours {ours.data['after']['expired']}, "
             f"stock {stock.data['after']['expired']}"
         )
@@ -743,9 +775,9 @@ def measure_database(target: Target, args: argparse.Namespace) -> list[Report]:
     if "receiver" in args.parts:
         report = Report(f"{target.label}: with a post_delete receiver connected")
         progress(f"{target.label}: stock clearsessions with a post_delete receiver")
-        stock = clear_run(target, source, "stock", batch_size, receiver=True)
+        stock = clear_run(target, source, "stock", ours_batching, receiver=True)
         progress(f"{target.label}: our clearsessions with a post_delete receiver")
-        ours = clear_run(target, source, "ours", batch_size, receiver=True)
+        ours = clear_run(target, source, "ours", ours_batching, receiver=True)
         ratio = ours.data["seconds"] / stock.data["seconds"]
         report.add(
             "total time",
@@ -780,11 +812,11 @@ def measure_database(target: Target, args: argparse.Namespace) -> list[Report]:
     if "writer" in args.parts:
         report = Report(f"{target.label}: a concurrent writer updating active sessions")
         progress(f"{target.label}: stock clearsessions with a concurrent writer")
-        stock_waits = writer_run(target, source, "stock", batch_size)
+        stock_waits = writer_run(target, source, "stock", ours_batching)
         progress(f"{target.label}: our clearsessions with a concurrent writer")
-        our_waits = writer_run(target, source, "ours", batch_size)
+        our_waits = writer_run(target, source, "ours", ours_batching)
         progress(f"{target.label}: our clearsessions --sleep {PAUSE} with a concurrent writer")
-        paused = writer_run(target, source, "ours", batch_size, PAUSE)
+        paused = writer_run(target, source, "ours", ours_batching, PAUSE)
         for label, waits in (("", our_waits), (f" (ours with --sleep {PAUSE})", paused)):
             report.add(
                 f"writer's longest wait{label}",
