@@ -41,9 +41,18 @@ def inventory(ours) -> RedisInventory:
 
 
 @pytest.fixture
-def commands(monkeypatch) -> list[str]:
+def commands(monkeypatch, redis_cache) -> list[str]:
     """The names of the commands redis-py sends, in order, pipelined ones included
-    (a recorder on the real client)."""
+    (a recorder on the real client).
+
+    Every script is loaded on the server first: a script's first call on a
+    server that has not seen it is an EVALSHA refused with NOSCRIPT, then an
+    EVAL, and counts would depend on which test ran first.
+    """
+    client = redis_cache.client.get_client(write=True)
+    for script in vars(backend).values():
+        if isinstance(script, backend.LuaScript):
+            client.script_load(script.source)
     sent: list[str] = []
     send = redis_connection.AbstractConnection.send_command
 
