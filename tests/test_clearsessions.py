@@ -25,7 +25,7 @@ from django.contrib.sessions.management.commands.clearsessions import (
 )
 from django.core.management import call_command, get_commands, load_command_class
 from django.core.management.base import CommandError
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django.db.models.signals import post_delete, post_init, pre_delete
 from django.utils import timezone
 
@@ -568,6 +568,29 @@ def test_batches_are_sized_to_a_time_per_transaction(engine, monkeypatch, args, 
     assert [int(n) for n in batches] == sizes
     assert not any(stored(engine, key) for key in expired)
     assert all(stored(engine, key) for key in live)
+
+
+@pytest.mark.parametrize("engine", [OUR_DB, STOCK_FILE], indirect=True)
+def test_without_sleep_the_engine_decides_the_pause(engine, clock, monkeypatch):
+    """On SQLite writers waiting for the lock need room between batches; --sleep 0 gives none."""
+    ticks = itertools.count(step=0.12)  # the sizer's clock: every batch takes 120 ms
+    monkeypatch.setattr(
+        command_module, "BatchSizer", functools.partial(BatchSizer, clock=lambda: next(ticks))
+    )
+    populate(engine)
+
+    run("--batch-size", "2", "--batch-time", "0")
+
+    full_batches = 2  # of 2, then the last, short one
+    if engine == OUR_DB and connection.vendor == "sqlite":
+        # Half the batch's time.
+        assert clock.slept == [pytest.approx(0.06)] * full_batches
+    else:
+        assert clock.slept == []
+    populate(engine)
+    clock.slept.clear()
+    run("--batch-size", "2", "--batch-time", "0", "--sleep", "0")
+    assert clock.slept == []
 
 
 @pytest.mark.parametrize("engine", [OUR_DB], indirect=True)

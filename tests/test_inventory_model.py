@@ -899,12 +899,22 @@ def test_batch_sizer_follows_the_time_each_batch_takes():
             asked.append(size)
     assert asked == [8, 2, 4, 8, 16]
     assert sizer.size == 16  # never above the limit
+    assert sizer.elapsed == pytest.approx(0.001)  # the latest batch's time
 
     slow = BatchSizer(10, target=0.05, start=10, clock=Stopwatch(60.0))
     for _ in range(3):
         with slow.batch():
             pass
     assert slow.size == 1  # never below one row
+
+
+@pytest.mark.parametrize(
+    ("seconds", "on_sqlite"), [(0.01, 0.025), (0.05, 0.025), (0.12, 0.06), (1.5, 0.1)]
+)
+def test_pause_after_a_batch_leaves_room_to_sqlite_writers(inventory, seconds, on_sqlite):
+    """Half the batch's time, 25 to 100 ms, on SQLite; no pause where the lock is fair."""
+    expected = on_sqlite if connection.vendor == "sqlite" else 0.0
+    assert inventory.pause_after(seconds) == pytest.approx(expected)
 
 
 def test_batch_sizer_without_a_target_asks_for_the_limit():

@@ -64,6 +64,8 @@ class BatchSizer:
         self.size = limit if target is None else min(limit, start)
         #: The size the latest batch asked for: fewer rows found means none are left.
         self.asked = 0
+        #: How long the latest batch took, in seconds.
+        self.elapsed = 0.0
 
     @classmethod
     def of(cls, batch_size: int | BatchSizer) -> BatchSizer:
@@ -76,9 +78,9 @@ class BatchSizer:
         self.asked = self.size
         started = self.clock()
         yield self.size
+        self.elapsed = elapsed = max(self.clock() - started, 1e-6)
         if self.target is None:
             return
-        elapsed = max(self.clock() - started, 1e-6)
         wanted = int(self.size * self.target / elapsed)
         self.size = max(1, min(self.limit, 2 * self.size, wanted))
 
@@ -231,6 +233,14 @@ class SessionInventory(abc.ABC):
         Among users holding as many unexpired sessions, ``busiest_user`` names
         the one with the smallest id.
         """
+
+    def pause_after(self, seconds: float) -> float:
+        """Return how long to pause after a batch that took *seconds*, by default.
+
+        Zero, except where others waiting for the storage would not get it
+        between batches run back to back (SQLite, see ModelInventory).
+        """
+        return 0.0
 
     def clear_inactive(
         self, *, before: datetime, batch_size: int | BatchSizer = 1000

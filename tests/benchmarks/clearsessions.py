@@ -136,7 +136,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--sleep", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--sleep",
+        type=float,
+        help="our --sleep (default: none given, so the engine's own pause: on SQLite, half "
+        "a batch's time)",
+    )
     args = parser.parse_args(argv)
     args.parts = [part for part in args.only.split(",") if part]
     unknown = set(args.parts) - set(PARTS)
@@ -410,7 +415,7 @@ def _counts(now: datetime) -> dict[str, int]:
 
 
 def worker_clear(
-    mode: str, receiver: bool, batch_size: int, sleep: float, batch_time: float | None
+    mode: str, receiver: bool, batch_size: int, sleep: float | None, batch_time: float | None
 ) -> dict[str, Any]:
     """Run stock Django's or our clearsessions once, timing it and each of our batches."""
     from django.contrib.sessions.management.commands.clearsessions import (
@@ -452,7 +457,7 @@ def worker_clear(
     if mode == "stock":
         call_command(DjangoClearSessions())
     else:
-        options: dict[str, Any] = {"sleep": sleep} if sleep else {}
+        options: dict[str, Any] = {} if sleep is None else {"sleep": sleep}
         if batch_time is not None:
             options["batch_time"] = batch_time
         call_command("clearsessions", batch_size=batch_size, stdout=io.StringIO(), **options)
@@ -648,6 +653,8 @@ def batching(args: argparse.Namespace) -> list[str]:
     options = ["--batch-size", str(args.batch_size)]
     if args.batch_time is not None:
         options += ["--batch-time", str(args.batch_time)]
+    if args.sleep is not None:
+        options += ["--sleep", str(args.sleep)]
     return options
 
 
@@ -656,7 +663,9 @@ def sizing(args: argparse.Namespace) -> str:
     from django_sessionkit.management.commands.clearsessions import BATCH_SECONDS
 
     seconds = BATCH_SECONDS if args.batch_time is None else args.batch_time
-    return f"sized to about {ms(seconds)} each" if seconds else "none sized to a time"
+    sized = f"sized to about {ms(seconds)} each" if seconds else "none sized to a time"
+    pauses = "the engine's own pauses" if args.sleep is None else f"--sleep {args.sleep}"
+    return f"{sized}, {pauses}"
 
 
 def clear_run(
@@ -674,7 +683,7 @@ def clear_run(
 
 
 def writer_run(
-    target: Target, source: str, mode: str, batching: list[str], sleep: float = 0.0
+    target: Target, source: str, mode: str, batching: list[str], sleep: float | None = None
 ) -> dict[str, Any]:
     name = f"{BENCH_DATABASE}_run"
     target.copy(source, name)
@@ -682,15 +691,8 @@ def writer_run(
         database = target.settings(name)
         writer = Writer(database)
         try:
-            result = run_worker(
-                "clear",
-                database,
-                "--mode",
-                mode,
-                *batching,
-                "--sleep",
-                str(sleep),
-            )
+            pause = [] if sleep is None else ["--sleep", str(sleep)]
+            result = run_worker("clear", database, "--mode", mode, *batching, *pause)
         finally:
             waits = writer.stop()
         return {**waits, "seconds": result.data["seconds"]}

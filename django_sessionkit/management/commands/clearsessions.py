@@ -551,11 +551,16 @@ class Command(DjangoClearSessions):
         report: dict[str, Any],
         inactive_batches: Iterator[int] | None,
     ) -> None:
-        sleep: float = options["sleep"] or 0.0
+        sleep: float | None = options["sleep"]
         max_runtime: float | None = options["max_runtime"]
         started = time.monotonic()
         deadline = None if max_runtime is None else started + max_runtime
         run = Run()
+
+        def pause(seconds: float) -> float:
+            """--sleep when given, else the engine's own (on SQLite, room for writers)."""
+            return inventory.pause_after(seconds) if sleep is None else sleep
+
         progress = ProgressBar(
             self.stderr, self.stderr.isatty() and not self.as_json and self.verbosity >= 1
         )
@@ -579,7 +584,7 @@ class Command(DjangoClearSessions):
                 for kind, batches_of, count_remaining in phases:
                     progress.phase(f"Deleting {kind} sessions", count_remaining)
                     if not self._run_phase(
-                        kind, batches_of(), run, progress, sizer, sleep, deadline
+                        kind, batches_of(), run, progress, sizer, deadline, pause
                     ):
                         break
         except _storage_errors():
@@ -602,10 +607,13 @@ class Command(DjangoClearSessions):
         run: Run,
         progress: ProgressBar,
         sizer: BatchSizer,
-        sleep: float,
         deadline: float | None,
+        pause: Callable[[float], float],
     ) -> bool:
-        """Run the batches of one phase; return whether the run goes on to the next."""
+        """Run the batches of one phase; return whether the run goes on to the next.
+
+        After each batch, *pause* (given the batch's time) says how long to wait.
+        """
         done = 0
         try:
             for deleted in batches:
@@ -617,8 +625,9 @@ class Command(DjangoClearSessions):
                 if self._stopped(run, deadline):
                     return False
                 # A batch shorter than it asked for is the last one: no pause after it.
-                if sleep and deleted >= sizer.asked:
-                    self._pause(sleep, deadline)
+                seconds = pause(sizer.elapsed)
+                if seconds and deleted >= sizer.asked:
+                    self._pause(seconds, deadline)
                     if self._stopped(run, deadline):
                         return False
         finally:
