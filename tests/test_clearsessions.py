@@ -543,6 +543,14 @@ def test_sleep_between_batches(engine, clock):
     assert max(clock.slept) <= command_module.SLEEP_SLICE
 
 
+def every_batch_takes(monkeypatch, seconds):
+    """Give the command's batch sizer a clock by which every batch takes *seconds*."""
+    ticks = itertools.count(step=seconds)  # read once as a batch starts, once as it ends
+    monkeypatch.setattr(
+        command_module, "BatchSizer", functools.partial(BatchSizer, clock=lambda: next(ticks))
+    )
+
+
 @pytest.mark.parametrize("engine", [OUR_DB, STOCK_DB], indirect=True)
 @pytest.mark.parametrize(
     ("args", "sizes"),
@@ -556,10 +564,7 @@ def test_sleep_between_batches(engine, clock):
     ],
 )
 def test_batches_are_sized_to_a_time_per_transaction(engine, monkeypatch, args, sizes):
-    ticks = itertools.count()  # the sizer's clock: every batch takes one second
-    monkeypatch.setattr(
-        command_module, "BatchSizer", functools.partial(BatchSizer, clock=lambda: next(ticks))
-    )
+    every_batch_takes(monkeypatch, 1.0)
     expired, live = populate(engine, expired=6)
 
     out, _ = run("--batch-size", "3", "-v", "2", *args)
@@ -573,10 +578,7 @@ def test_batches_are_sized_to_a_time_per_transaction(engine, monkeypatch, args, 
 @pytest.mark.parametrize("engine", [OUR_DB, STOCK_FILE], indirect=True)
 def test_without_sleep_the_engine_decides_the_pause(engine, clock, monkeypatch):
     """On SQLite writers waiting for the lock need room between batches; --sleep 0 gives none."""
-    ticks = itertools.count(step=0.12)  # the sizer's clock: every batch takes 120 ms
-    monkeypatch.setattr(
-        command_module, "BatchSizer", functools.partial(BatchSizer, clock=lambda: next(ticks))
-    )
+    every_batch_takes(monkeypatch, 0.12)
     populate(engine)
 
     run("--batch-size", "2", "--batch-time", "0")
