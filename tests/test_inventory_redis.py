@@ -760,6 +760,48 @@ def test_clear_expired_sweeps_user_entries_of_sessions_redis_expired(inventory, 
     assert pids(inventory.for_user("77")) == [public_id(live)]
 
 
+def test_sweeping_reads_the_user_index_directory_in_pages(
+    inventory, ours, commands, monkeypatch
+):
+    """No single command returns the whole directory; every chunk is still swept.
+
+    Each chunk keeps only its lowest entry, so that a swept chunk merges into
+    the next one and passes its score on: a page starting above the last
+    page's highest score would skip that next chunk.
+    """
+    monkeypatch.setattr(backend, "SWEEP_PAGE", 2)
+    keyspace = inventory.keyspace
+    client = keyspace.client()
+    directory = f"{keyspace.base}:u:d"
+    with time_machine.travel(NOW, tick=False) as clock:
+        sessions = {}
+        for i in range(600):
+            key = save(ours, {SESSION_KEY: str(i)})
+            sessions[public_id(key)] = (str(i), key)
+        chunks = client.zrange(directory, 0, -1)
+        assert len(chunks) >= 5
+        lowest = {
+            client.zrange(f"{keyspace.base}:u:c:{chunk.decode()}", 0, 0)[0].decode()
+            for chunk in chunks
+        }
+        # What Redis does when the TTL runs out: the hash vanishes, the indexes stay.
+        for pid in set(sessions) - lowest:
+            client.delete(keyspace.session(pid))
+        save(ours, {"cart": 1}, expiry=60)  # something to prune, so that the sweep runs
+        clock.move_to(NOW + timedelta(minutes=5))
+        commands.clear()
+
+        assert list(inventory.clear_expired()) == [1]
+
+    assert "zrange" not in commands
+    assert commands.count("zrangebyscore") >= 3
+    assert client.zcard(directory) < len(chunks)  # swept chunks merged
+    assert int(client.get(f"{keyspace.base}:u:n")) == len(lowest)
+    for pid in lowest:
+        user_id, key = sessions[pid]
+        assert pids(inventory.for_user(user_id)) == [pid]
+
+
 def test_clear_expired_sweeps_only_when_it_pruned(inventory, ours, commands):
     save(ours, {SESSION_KEY: "78"})
     commands.clear()

@@ -98,6 +98,9 @@ PRUNE_SLICE = 50
 PRUNE_PIPELINE = 10
 #: User index chunks swept per pipelined round trip (one script call each).
 SWEEP_PIPELINE = 50
+#: User index chunk ids read from its directory per round trip: reading a
+#: directory of tens of thousands of chunks at once would hold Redis for 10 ms.
+SWEEP_PAGE = 1000
 CREATE_ATTEMPTS = 100
 
 # -- Lua ----------------------------------------------------------------------
@@ -728,20 +731,36 @@ class Keyspace:
         """Drop the user index entries of sessions that are gone; return how many.
 
         Pruning leaves them (see the PRUNE script). One short script per chunk
-        of the user index, pipelined; the chunk ids are read first, and a
-        chunk merged away meanwhile is simply found empty.
+        of the user index, pipelined, reading the chunk ids from the
+        directory ``SWEEP_PAGE`` at a time in the order of their scores (each
+        chunk's lowest). A chunk that sweeping leaves small merges into the
+        next one, which takes its score: a chain of merges can carry the
+        lowest score of a page on to the first chunk after it. So each page
+        starts at the lowest score of the one before, leaving out the chunks
+        swept there. A chunk merged away meanwhile is simply found empty.
         """
         client = self.client()
         # EVALSHA in a pipeline cannot fall back to EVAL: load the script first.
         client.script_load(SWEEP_SCRIPT.source)
-        chunk_ids = client.zrange(f"{self.base}:u:d", 0, -1)
+        directory = f"{self.base}:u:d"
         dropped = 0
-        for start in range(0, len(chunk_ids), SWEEP_PIPELINE):
-            pipe = client.pipeline(transaction=False)
-            for chunk_id in chunk_ids[start : start + SWEEP_PIPELINE]:
-                pipe.evalsha(SWEEP_SCRIPT.sha, 0, self.base, chunk_id)
-            dropped += sum(int(n) for n in pipe.execute())
-        return dropped
+        lowest: float | str = "-inf"
+        swept: set[bytes] = set()
+        while True:
+            limit = SWEEP_PAGE + len(swept)
+            page = client.zrangebyscore(
+                directory, lowest, "+inf", start=0, num=limit, withscores=True
+            )
+            fresh = [(chunk_id, score) for chunk_id, score in page if chunk_id not in swept]
+            for start in range(0, len(fresh), SWEEP_PIPELINE):
+                pipe = client.pipeline(transaction=False)
+                for chunk_id, _ in fresh[start : start + SWEEP_PIPELINE]:
+                    pipe.evalsha(SWEEP_SCRIPT.sha, 0, self.base, chunk_id)
+                dropped += sum(int(n) for n in pipe.execute())
+            if len(page) < limit or not fresh:
+                return dropped
+            lowest = fresh[0][1]
+            swept = {chunk_id for chunk_id, _ in fresh}
 
 
 # -- the engine ---------------------------------------------------------------
