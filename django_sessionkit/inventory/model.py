@@ -344,11 +344,16 @@ class ModelInventory(SessionInventory):
         everything = self.count(estimate=True)
         expired_q = self._objects.filter(self._status_q("expired", timezone.now()))
         if not everything.exact and everything.value >= EXACT_BELOW:
-            plan = json.loads(expired_q.explain(format="json"))
-            planned = int(plan[0]["Plan"]["Plan Rows"])
+            planned = self._planned_rows(expired_q)
             if planned >= EXACT_BELOW:
                 return everything, Count(min(planned, everything.value), exact=False)
         return everything, Count(expired_q.count())
+
+    @staticmethod
+    def _planned_rows(queryset: QuerySet[Any]) -> int:
+        """Return PostgreSQL's planner estimate of the rows *queryset* selects."""
+        plan = json.loads(queryset.explain(format="json"))
+        return int(plan[0]["Plan"]["Plan Rows"])
 
     def _estimate(self) -> int | None:
         """Return PostgreSQL's row estimate for the table, None where there is none."""
@@ -715,7 +720,7 @@ class ModelInventory(SessionInventory):
                 f"SELECT (SELECT max(v) FROM batch), (SELECT count(*) FROM gone), {keys}"
             )
 
-        ranges = self._page_ranges(connection, table, column, before)
+        ranges = self._page_ranges(connection, table, field, before)
         if ranges is not None:
             # No index pass after the walk: the index still holds an entry for
             # every row the walk deleted (until VACUUM), and stepping over them
@@ -742,7 +747,7 @@ class ModelInventory(SessionInventory):
                 yield deleted
 
     def _page_ranges(
-        self, connection: Any, table: str, column: str, before: datetime
+        self, connection: Any, table: str, field: str, before: datetime
     ) -> tuple[int, float] | None:
         """Return (pages, doomed rows per page) when the batches should walk the table's pages.
 
@@ -763,16 +768,11 @@ class ModelInventory(SessionInventory):
             if row is None:
                 return None
             relpages, reltuples, pages = row
-            if relpages < PAGE_RANGE_MIN_PAGES or reltuples <= 0:
-                return None
-            cursor.execute(
-                f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {table} WHERE {column} < %s",  # noqa: S608
-                [before],
-            )
-            plan = cursor.fetchone()[0]
-        if isinstance(plan, str):
-            plan = json.loads(plan)
-        doomed = float(plan[0]["Plan"]["Plan Rows"])
+        if relpages < PAGE_RANGE_MIN_PAGES or reltuples <= 0:
+            return None
+        doomed = self._planned_rows(
+            self.model._default_manager.using(self._write_db).filter(**{f"{field}__lt": before})
+        )
         if doomed < PAGE_RANGE_SHARE * reltuples:
             return None
         return int(pages), min(doomed, reltuples) / relpages
