@@ -30,11 +30,15 @@ writer
     backing off in its busy handler can miss the gaps between batches run
     back to back).
 redis
-    *N*/2 index entries of expired sessions in sessionkit's redis engine
-    (written by the engine's own save script, with expiry dates in the past),
-    pruned by ``clearsessions``; the longest single Redis command comes from
-    SLOWLOG. Beside it, a sweep with django-redis's ``iter_keys("*")`` at its
-    default settings over the same keyspace.
+    *N* sessions in sessionkit's redis engine, half of them expired (written
+    by the engine's own save script, with expiry dates in the past), whose
+    *N*/2 expired index entries ``clearsessions`` prunes; the longest single
+    Redis command comes from SLOWLOG. Beside it, a sweep with django-redis's
+    ``iter_keys("*")`` at its default settings over the same keyspace. Run
+    twice: with the expired sessions' hashes already gone, as Redis expires
+    them itself when their TTL (the session's age) is reached, and with the
+    hashes still there, which pruning then deletes too (the worst case: a
+    Django clock ahead of Redis's).
 
 PostgreSQL comes from ``DATABASE_URL`` (default
 ``postgres://postgres@127.0.0.1:5432/test``): only its server is used, with
@@ -106,7 +110,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--sessions",
         type=int,
         default=2_000_000,
-        help="sessions per table, half of them expired (default 2,000,000); Redis gets N/2",
+        help="sessions per table and in Redis, half of them expired (default 2,000,000)",
     )
     parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument(
@@ -136,6 +140,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--hashes", choices=tuple(REDIS_STATES), help=argparse.SUPPRESS)
     parser.add_argument(
         "--sleep",
         type=float,
@@ -517,13 +522,22 @@ def worker_writer() -> None:
     )
 
 
-def worker_redis(sessions: int, batch_size: int, redis_url: str) -> dict[str, Any]:
-    """Write stale index entries, sweep with iter_keys, prune with clearsessions."""
-    from django.core.cache import caches
-    from django.core.management import call_command
+def _write_redis_sessions(sessions: int, hashes: str) -> tuple[list[str], list[str], float]:
+    """Write *sessions* sessions, every other one expired by the index.
 
+    Return the hash names of the live and of the expired sessions, and the
+    seconds the writes took.
+    Sessions are written by the engine's own save script. The live ones go
+    first, saved "now" with a TTL of their remaining age, as the engine saves
+    them. The expired ones are saved "a day before" their expiry, so that no
+    save prunes another, with a TTL Redis has not reached. With *hashes*
+    ``"expired"`` their hashes are then deleted, as Redis does once a
+    session's TTL (its expiry age) has passed: what ``clearsessions`` meets
+    in the normal case, index entries of sessions that are gone. With
+    ``"present"`` they stay: Django's clock ahead of Redis's, the worst case,
+    in which pruning deletes the sessions too.
+    """
     from django_sessionkit.backends import redis as engine
-    from django_sessionkit.inventory.redis import RedisInventory
     from django_sessionkit.public_id import public_id
 
     keyspace = engine.Keyspace("sessions")
@@ -534,30 +548,59 @@ def worker_redis(sessions: int, batch_size: int, redis_url: str) -> dict[str, An
     now_ms = int(time.time() * 1000)
     encoder = engine.SessionStore()
     encoded: dict[int | None, bytes] = {}
+    names: tuple[list[str], list[str]] = ([], [])
     started = time.perf_counter()
+    order = [*range(0, sessions, 2), *range(1, sessions, 2)]
     pipe = client.pipeline(transaction=False)
-    for number in range(sessions):
+    for written, number in enumerate(order, 1):
         key = f"{rng.getrandbits(128):032x}"
         user_id = None if rng.random() < ANONYMOUS_SHARE else rng.randrange(1, 100_000)
         if user_id not in encoded:
             data = {} if user_id is None else {"_auth_user_id": str(user_id)}
             encoded[user_id] = encoder.serialize_data(data)
-        # Expired by the index (expiry in the past), with a TTL Redis has not
-        # reached: pruning removes the entries and the sessions. "now" for the
-        # save is a day before the expiry, so that saves do not prune each other.
-        expiry = now_ms - rng.randrange(60_000, 86_400_000)
+        if number % 2:
+            expiry = now_ms - rng.randrange(60_000, 86_400_000)
+            saved, ttl = expiry - 86_400_000, 3600
+        else:
+            expiry = now_ms + rng.randrange(86_400_000, int(AGE.total_seconds()) * 1000)
+            saved, ttl = now_ms, (expiry - now_ms) // 1000
+        names[number % 2].append(keyspace.session(public_id(key)))
         uid = "" if user_id is None else str(user_id)
         engine.SAVE_SCRIPT(
-            pipe, keyspace.base, "create", public_id(key), expiry - 86_400_000, 3600, expiry,
+            pipe, keyspace.base, "create", public_id(key), saved, ttl, expiry,
             uid, engine.user_digest(uid) if uid else "", encoded[user_id], key, "1",
             "10.0.0.1", USER_AGENTS[number % len(USER_AGENTS)], "",
         )  # fmt: skip
-        if len(pipe) == 1000 or number == sessions - 1:
+        if len(pipe) == 1000 or written == sessions:
             pipe.execute()
             pipe = client.pipeline(transaction=False)
-            if (number + 1) % 200_000 == 0:
-                progress(f"  {number + 1:,} Redis sessions written")
-    written = time.perf_counter() - started
+            if written % 200_000 == 0:
+                progress(f"  {written:,} Redis sessions written")
+    live, expired = names
+    if hashes == "expired":
+        for start in range(0, len(expired), 1000):
+            client.delete(*expired[start : start + 1000])
+    return live, expired, time.perf_counter() - started
+
+
+def _existing(client: Any, names: list[str]) -> int:
+    """Return how many of the keys *names* exist."""
+    found = 0
+    for start in range(0, len(names), 10_000):
+        found += client.exists(*names[start : start + 10_000])
+    return found
+
+
+def worker_redis(sessions: int, batch_size: int, hashes: str) -> dict[str, Any]:
+    """Write sessions (_write_redis_sessions), sweep with iter_keys, prune with clearsessions."""
+    from django.core.cache import caches
+    from django.core.management import call_command
+
+    from django_sessionkit.backends import redis as engine
+    from django_sessionkit.inventory.redis import RedisInventory
+
+    live, expired, written = _write_redis_sessions(sessions, hashes)
+    client = engine.Keyspace("sessions").client()
     keys = client.dbsize()
 
     cache = caches["sessions"]
@@ -582,7 +625,10 @@ def worker_redis(sessions: int, batch_size: int, redis_url: str) -> dict[str, An
         client.config_set(name, value)
     entries_after = inventory.count().value
     remaining = client.dbsize()
-    client.flushdb()
+    live_left = _existing(client, live)
+    expired_left = _existing(client, expired)
+    # In the background: freeing a million hashes outlasts a socket timeout.
+    client.flushdb(asynchronous=True)
     return {
         "written_seconds": written,
         "keys": keys,
@@ -592,6 +638,9 @@ def worker_redis(sessions: int, batch_size: int, redis_url: str) -> dict[str, An
         "entries_before": entries_before,
         "entries_after": entries_after,
         "remaining_keys": remaining,
+        "live_sessions": len(live),
+        "live_sessions_left": live_left,
+        "expired_sessions_left": expired_left,
         "slowest_command": max((entry["duration"] for entry in slow), default=0) / 1e6,
         "slowest_name": _command_name(max(slow, key=lambda entry: entry["duration"]))
         if slow
@@ -624,7 +673,7 @@ def worker_main(args: argparse.Namespace) -> None:
             SESSION_CACHE_ALIAS="sessions",
             SESSION_ENGINE=OUR_REDIS,
         )
-        result = worker_redis(args.sessions, args.batch_size, redis_url)
+        result = worker_redis(args.sessions, args.batch_size, args.hashes)
     else:
         configure()
         if role == "populate":
@@ -849,8 +898,15 @@ def measure_database(target: Target, args: argparse.Namespace) -> list[Report]:
     return reports
 
 
-def measure_redis(args: argparse.Namespace) -> Report:
-    entries = args.sessions // 2
+#: The two states of the expired sessions' hashes the Redis part prunes, and
+#: how its reports name them (see _write_redis_sessions()).
+REDIS_STATES = {
+    "expired": "hashes already expired by Redis (the normal case)",
+    "present": "hashes still present (Redis's TTL not reached: the worst case)",
+}
+
+
+def measure_redis(args: argparse.Namespace) -> list[Report]:
     server = None
     url = args.redis_url
     if url is None:
@@ -859,23 +915,32 @@ def measure_redis(args: argparse.Namespace) -> Report:
         server = private_server()
         server.start()
         url = server.url
+    results = {}
     try:
-        progress(f"Redis: writing {entries:,} sessions expired by the index")
-        result = run_worker(
-            "redis",
-            None,
-            "--sessions",
-            str(entries),
-            "--batch-size",
-            str(args.batch_size),
-            BENCH_REDIS_URL=url,
-        ).data
+        for hashes in REDIS_STATES:
+            progress(f"Redis: writing {args.sessions:,} sessions, half expired, {hashes} hashes")
+            results[hashes] = run_worker(
+                "redis",
+                None,
+                "--sessions",
+                str(args.sessions),
+                "--batch-size",
+                str(args.batch_size),
+                "--hashes",
+                hashes,
+                BENCH_REDIS_URL=url,
+            ).data
     finally:
         if server is not None:
             server.stop()
+    return [redis_report(hashes, result) for hashes, result in results.items()]
+
+
+def redis_report(hashes: str, result: dict[str, Any]) -> Report:
+    stale = result["entries_before"] - result["live_sessions"]
     report = Report(
-        f"Redis {result['redis_version']}: pruning {result['entries_before']:,} index entries "
-        f"of expired sessions"
+        f"Redis {result['redis_version']}: pruning {stale:,} index entries of expired "
+        f"sessions among {result['entries_before']:,}, {REDIS_STATES[hashes]}"
     )
     ratio = result["prune"] / result["sweep"]
     report.add(
@@ -897,11 +962,26 @@ def measure_redis(args: argparse.Namespace) -> Report:
     report.add("commands over 10 ms", str(result["commands_over_target"]), "", "", "0")
     if result["slowest_name"]:
         report.note(f"slowest command: {result['slowest_name']}")
-    report.add("index entries left", str(result["entries_after"]), "", "", "0")
+    report.add(
+        "expired index entries left",
+        str(result["entries_after"] - result["live_sessions"]),
+        "",
+        "",
+        "0",
+    )
+    report.add("expired sessions left", str(result["expired_sessions_left"]), "", "", "0")
+    report.add(
+        "live sessions lost",
+        str(result["live_sessions"] - result["live_sessions_left"]),
+        "",
+        "",
+        "0",
+    )
     report.note(
         f"keyspace: {result['keys']:,} keys (sessions and index chunks), "
-        f"{result['swept_keys']:,} swept; {result['remaining_keys']} keys left after pruning; "
-        f"SLOWLOG threshold {SLOWLOG_THRESHOLD_US} us, {result['slow_commands']} commands logged"
+        f"{result['swept_keys']:,} swept; {result['remaining_keys']:,} keys left after "
+        f"pruning; SLOWLOG threshold {SLOWLOG_THRESHOLD_US} us, "
+        f"{result['slow_commands']} commands logged"
     )
     return report
 
@@ -944,13 +1024,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         url = os.environ.get("DATABASE_URL") or DEFAULT_POSTGRES_URL
         targets.append(Target("postgresql", workdir, url))
     db_parts = {"clear", "receiver", "writer"} & set(args.parts)
-    print("\n".join(describe(args, targets)), flush=True)
+    print("\n".join(describe(args, targets if db_parts else [])), flush=True)
     try:
         for target in targets if db_parts else []:
             for report in measure_database(target, args):
                 print("\n" + report.render(), flush=True)
         if "redis" in args.parts:
-            print("\n" + measure_redis(args).render(), flush=True)
+            for report in measure_redis(args):
+                print("\n" + report.render(), flush=True)
     finally:
         if not args.keep:
             for target in targets:
