@@ -620,11 +620,13 @@ def worker_redis(sessions: int, batch_size: int, hashes: str) -> dict[str, Any]:
     entries_before = inventory.count().value
     last = client.slowlog_get(1)
     last_id = last[0]["id"] if last else -1
+    client.config_resetstat()
     steal_before = cpu_steal()
     started = time.perf_counter()
     call_command("clearsessions", batch_size=batch_size, stdout=io.StringIO())
     prune = time.perf_counter() - started
     steal_after = cpu_steal()
+    scripts = client.info("commandstats").get("cmdstat_evalsha", {})
     slow = [entry for entry in client.slowlog_get(100_000) if entry["id"] > last_id]
     for name, value in previous.items():
         client.config_set(name, value)
@@ -657,6 +659,8 @@ def worker_redis(sessions: int, batch_size: int, hashes: str) -> dict[str, Any]:
             )
         ),
         "machine_stall": stall,
+        "script_calls": scripts.get("calls", 0),
+        "script_mean": scripts.get("usec_per_call", 0.0) / 1e6,
         "steal": None
         if steal_before is None or steal_after is None
         else (steal_after[0] - steal_before[0]) / max(1, steal_after[1] - steal_before[1]),
@@ -1015,6 +1019,10 @@ def redis_report(hashes: str, result: dict[str, Any]) -> Report:
             + (", ".join(f"{name} {count}" for name, count in sorted(over.items())) or "none")
         )
     steal = result["steal"]
+    report.note(
+        f"{result['script_calls']:,} script calls (EVALSHA), {ms(result['script_mean'])} "
+        f"each on average (INFO commandstats)"
+    )
     report.note(
         f"the machine's own longest stall (a {STALL_PROBE_SECONDS:g} s busy loop just before "
         f"pruning, as redis-cli --intrinsic-latency): {ms(result['machine_stall'])}"
