@@ -760,9 +760,7 @@ def test_clear_expired_sweeps_user_entries_of_sessions_redis_expired(inventory, 
     assert pids(inventory.for_user("77")) == [public_id(live)]
 
 
-def test_sweeping_reads_the_user_index_directory_in_pages(
-    inventory, ours, commands, monkeypatch
-):
+def test_sweeping_reads_the_user_index_directory_in_pages(inventory, ours, commands, monkeypatch):
     """No single command returns the whole directory; every chunk is still swept.
 
     Each chunk keeps only its lowest entry, so that a swept chunk merges into
