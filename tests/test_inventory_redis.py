@@ -772,10 +772,7 @@ def test_sweeping_reads_the_user_index_directory_in_pages(inventory, ours, comma
     client = keyspace.client()
     directory = f"{keyspace.base}:u:d"
     with time_machine.travel(NOW, tick=False) as clock:
-        sessions = {}
-        for i in range(600):
-            key = save(ours, {SESSION_KEY: str(i)})
-            sessions[public_id(key)] = (str(i), key)
+        users = {public_id(save(ours, {SESSION_KEY: str(i)})): str(i) for i in range(600)}
         chunks = client.zrange(directory, 0, -1)
         assert len(chunks) >= 5
         lowest = {
@@ -783,7 +780,7 @@ def test_sweeping_reads_the_user_index_directory_in_pages(inventory, ours, comma
             for chunk in chunks
         }
         # What Redis does when the TTL runs out: the hash vanishes, the indexes stay.
-        for pid in set(sessions) - lowest:
+        for pid in set(users) - lowest:
             client.delete(keyspace.session(pid))
         save(ours, {"cart": 1}, expiry=60)  # something to prune, so that the sweep runs
         clock.move_to(NOW + timedelta(minutes=5))
@@ -796,8 +793,7 @@ def test_sweeping_reads_the_user_index_directory_in_pages(inventory, ours, comma
     assert client.zcard(directory) < len(chunks)  # swept chunks merged
     assert int(client.get(f"{keyspace.base}:u:n")) == len(lowest)
     for pid in lowest:
-        user_id, key = sessions[pid]
-        assert pids(inventory.for_user(user_id)) == [pid]
+        assert pids(inventory.for_user(users[pid])) == [pid]
 
 
 def test_clear_expired_sweeps_only_when_it_pruned(inventory, ours, commands):

@@ -676,10 +676,9 @@ def _command_name(entry: dict[str, Any]) -> str:
     if isinstance(command, bytes):
         command = command.decode(errors="replace")
     words = str(command).split(" ", 2)
-    if words[0].upper() == "EVALSHA" and len(words) > 1:
-        for name in ("PRUNE", "SWEEP"):
-            if words[1] == getattr(engine, f"{name}_SCRIPT").sha:
-                return f"EVALSHA {name}"
+    scripts = {engine.PRUNE_SCRIPT.sha: "PRUNE", engine.SWEEP_SCRIPT.sha: "SWEEP"}
+    if words[0].upper() == "EVALSHA" and len(words) > 1 and words[1] in scripts:
+        return f"EVALSHA {scripts[words[1]]}"
     return words[0]
 
 
@@ -749,13 +748,18 @@ def verdict(value: float, target: float) -> bool:
     return value <= target
 
 
-def batching(args: argparse.Namespace) -> list[str]:
-    """Return the batch options of our command, as a worker's arguments."""
+def batching(args: argparse.Namespace, sleep: float | None = None) -> list[str]:
+    """Return the batch options of our command, as a worker's arguments.
+
+    *sleep*, when given, stands for the ``--sleep`` the benchmark was given.
+    """
     options = ["--batch-size", str(args.batch_size)]
     if args.batch_time is not None:
         options += ["--batch-time", str(args.batch_time)]
-    if args.sleep is not None:
-        options += ["--sleep", str(args.sleep)]
+    if sleep is None:
+        sleep = args.sleep
+    if sleep is not None:
+        options += ["--sleep", str(sleep)]
     return options
 
 
@@ -783,17 +787,14 @@ def clear_run(
         target.drop(name)
 
 
-def writer_run(
-    target: Target, source: str, mode: str, batching: list[str], sleep: float | None = None
-) -> dict[str, Any]:
+def writer_run(target: Target, source: str, mode: str, batching: list[str]) -> dict[str, Any]:
     name = f"{BENCH_DATABASE}_run"
     target.copy(source, name)
     try:
         database = target.settings(name)
         writer = Writer(database)
         try:
-            pause = [] if sleep is None else ["--sleep", str(sleep)]
-            result = run_worker("clear", database, "--mode", mode, *batching, *pause)
+            result = run_worker("clear", database, "--mode", mode, *batching)
         finally:
             waits = writer.stop()
         return {**waits, "seconds": result.data["seconds"]}
@@ -924,7 +925,7 @@ def measure_database(target: Target, args: argparse.Namespace) -> list[Report]:
         progress(f"{target.label}: our clearsessions with a concurrent writer")
         our_waits = writer_run(target, source, "ours", ours_batching)
         progress(f"{target.label}: our clearsessions --sleep {PAUSE} with a concurrent writer")
-        paused = writer_run(target, source, "ours", ours_batching, PAUSE)
+        paused = writer_run(target, source, "ours", batching(args, sleep=PAUSE))
         for label, waits in (("", our_waits), (f" (ours with --sleep {PAUSE})", paused)):
             report.add(
                 f"writer's longest wait{label}",
