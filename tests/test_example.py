@@ -320,6 +320,9 @@ def test_session_expiry_says_five_days_with_the_example_age(client):
     assert "The session ends in 4 days, 23 hours" in content
     assert re.search(r'<dd data-fact="expiry">\w+\.? \d+, \d{4}, [^<]+ \(UTC\)</dd>', content)
     assert "{% session_expiry %}" in content
+    # The extended clearsessions, where the tutorial introduces the command.
+    for option in ("--dry-run", "--stats", "--batch-time 0.5"):
+        assert f"<code>clearsessions {option}</code>" in content
 
 
 @pytest.mark.django_db
