@@ -8,7 +8,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-USER_AGENT_MAX_LENGTH = 512
+from django_sessionkit.backends.base import USER_AGENT_MAX_LENGTH
 
 
 class Session(AbstractBaseSession):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -10,7 +12,32 @@ from django.conf import settings
 from django.contrib.auth import SESSION_KEY
 
 from django_sessionkit.conf import conf
-from django_sessionkit.models import USER_AGENT_MAX_LENGTH
+
+#: The longest user agent stored; the model's column has this length.
+USER_AGENT_MAX_LENGTH = 512
+
+
+#: How many unreadable entries :func:`warn_unreadable` remembers having logged.
+UNREADABLE_REMEMBERED = 1024
+_unreadable_logged: OrderedDict[str, None] = OrderedDict()
+
+
+def warn_unreadable(logger: logging.Logger, entry: str, message: str, *args: Any) -> None:
+    """Log a warning about the unreadable stored entry *entry*, once per entry.
+
+    A corrupt session is met again on every request and every listing that
+    reaches it; the log says so once (per process, for the last
+    ``UNREADABLE_REMEMBERED`` entries), not on every page. *entry* names the
+    entry by something that is not its session key (a public id, a cache key
+    digest).
+    """
+    if entry in _unreadable_logged:
+        _unreadable_logged.move_to_end(entry)
+        return
+    _unreadable_logged[entry] = None
+    if len(_unreadable_logged) > UNREADABLE_REMEMBERED:
+        _unreadable_logged.popitem(last=False)
+    logger.warning(message, *args)
 
 
 class SessionStorageUnavailable(Exception):

@@ -8,6 +8,7 @@ they never branch on the engine themselves. A listed session is a
 from __future__ import annotations
 
 import abc
+import logging
 import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -16,6 +17,10 @@ from datetime import datetime
 from typing import Any, Literal
 
 from django.utils import timezone
+
+from django_sessionkit.backends.base import warn_unreadable
+
+logger = logging.getLogger(__name__)
 
 Status = Literal["all", "active", "expired"]
 Ordering = Literal["-last_activity", "last_activity", "-expire_date", "expire_date"]
@@ -153,6 +158,17 @@ class SessionInventory(abc.ABC):
     #: ``"Redis"`` for keys with a TTL), so that :meth:`clear_expired` has
     #: nothing to do; empty when expired sessions wait for ``clear_expired``.
     expires_itself: str = ""
+
+    #: Stored sessions this inventory found unreadable (a corrupt field, a
+    #: key of the wrong type) and left out of what it listed or counted
+    #: since it was made; the commands report it. See :meth:`skip_unreadable`.
+    unreadable: int = 0
+
+    def skip_unreadable(self, entry: str, reason: str) -> None:
+        """Count the unreadable stored session *entry* (a public id), logging it once."""
+        self.unreadable += 1
+        message = "Skipping the unreadable session %s of %s: %s"
+        warn_unreadable(logger, entry, message, entry, self.engine, reason)
 
     @abc.abstractmethod
     def count(
