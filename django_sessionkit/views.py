@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
 from django_sessionkit.current import current_public_ids, user_sessions
@@ -52,6 +53,10 @@ def cookie_test_check(request: HttpRequest) -> HttpResponse:
     return render(request, "django_sessionkit/cookie_test.html", context)
 
 
+# csrf_protect on every view that shows or takes a form that changes sessions, as
+# Django's LoginView and LogoutView do: the forms stay protected on a site that
+# does not run CsrfViewMiddleware.
+@csrf_protect
 @session_login_required
 @never_cache
 def session_list(request: HttpRequest) -> HttpResponse:
@@ -78,6 +83,7 @@ def _own_session(request: HttpRequest, public_id_value: str) -> SessionInfo:
 
 
 @require_POST
+@csrf_protect
 @session_login_required
 def session_revoke(request: HttpRequest, public_id: str) -> HttpResponse:
     """Revoke one of the user's sessions; revoking this one logs out."""
@@ -91,6 +97,7 @@ def session_revoke(request: HttpRequest, public_id: str) -> HttpResponse:
 
 
 @require_POST
+@csrf_protect
 @session_login_required
 def session_revoke_others(request: HttpRequest) -> HttpResponse:
     """Revoke every session of the user except this one."""

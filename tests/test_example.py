@@ -529,7 +529,19 @@ def test_lousy_logout_is_get_or_post_only(client):
     assert client.get("/lousy-secret/").status_code == 200
 
 
+@pytest.fixture(params=["with CsrfViewMiddleware", "without CsrfViewMiddleware"])
+def csrf_middleware(request, settings):
+    """Run a test with the example's middleware, and again without CsrfViewMiddleware:
+    the views that change a session protect themselves."""
+    if request.param.startswith("without"):
+        settings.MIDDLEWARE = [
+            entry for entry in settings.MIDDLEWARE if not entry.endswith("CsrfViewMiddleware")
+        ]
+    return request.param
+
+
 @pytest.mark.django_db
+@pytest.mark.usefixtures("csrf_middleware")
 def test_lousy_login_enforces_csrf():
     csrf_client = Client(enforce_csrf_checks=True)
     credentials = {"username": "root", "password": "pass"}
@@ -542,6 +554,7 @@ def test_lousy_login_enforces_csrf():
 
 
 @pytest.mark.django_db
+@pytest.mark.usefixtures("csrf_middleware")
 def test_lousy_logout_enforces_csrf():
     csrf_client = Client(enforce_csrf_checks=True)
     csrf_client.get("/lousy-login/")

@@ -224,6 +224,43 @@ def test_revoke_needs_the_csrf_token(alice, db):
     assert other.get(LIST).status_code == 200
 
 
+@pytest.fixture
+def without_csrf_middleware(settings):
+    settings.MIDDLEWARE = [
+        entry for entry in settings.MIDDLEWARE if not entry.endswith("CsrfViewMiddleware")
+    ]
+
+
+@pytest.mark.usefixtures("without_csrf_middleware")
+def test_revoke_needs_the_csrf_token_without_the_csrf_middleware(engine, alice):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    other = logged_in(alice, "alice-pass")
+
+    response = client.post(f"/sessions/revoke/{public_id(key_of(other))}/")
+    others = client.post("/sessions/revoke-others/")
+    own = client.post(f"/sessions/revoke/{public_id(key_of(client))}/")
+
+    assert (response.status_code, others.status_code, own.status_code) == (403, 403, 403)
+    assert other.get(LIST).status_code == 200
+    assert client.get(LIST).status_code == 200
+
+
+@pytest.mark.usefixtures("without_csrf_middleware")
+def test_the_list_gives_a_working_csrf_token_without_the_csrf_middleware(engine, alice):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    other = logged_in(alice, "alice-pass")
+    html = client.get(LIST).content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1)
+
+    response = client.post("/sessions/revoke-others/", {"csrfmiddlewaretoken": token})
+
+    assert response.status_code == 302
+    assert other.get(LIST).status_code == 302
+    assert client.get(LIST).status_code == 200
+
+
 def test_revoke_with_the_csrf_token_from_the_page(alice, db):
     client = Client(enforce_csrf_checks=True)
     client.force_login(alice)

@@ -16,6 +16,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views import csrf
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 
 from django_sessionkit.decorators import session_login_required
@@ -136,6 +137,7 @@ def _next_url(request: HttpRequest) -> str | None:
 
 @never_cache
 @require_http_methods(["GET", "POST"])
+@csrf_protect
 def lousy_login(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         username = request.POST.get("username", "")
@@ -166,6 +168,7 @@ def lousy_secret(request: HttpRequest) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
+@csrf_protect
 @session_login_required(session_key="logged_in", login_url="lousy_login", redirect_field_name=None)
 def lousy_logout(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
