@@ -37,10 +37,30 @@ def client_ip(request: HttpRequest) -> str | None:
         forwarded = [part.strip() for part in header.split(",") if part.strip()]
         if len(forwarded) >= proxies:
             address = forwarded[-proxies]
+    ip = parse_address(address or "")
+    return None if ip is None else str(ip)
+
+
+def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Return the IP address in *text*, None if there is none.
+
+    A port is dropped (``203.0.113.9:5678``, ``[2001:db8::1]:443``, as some
+    proxies forward them), and an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``,
+    as a dual-stack server sees an IPv4 client) is the IPv4 address it maps,
+    so that it is stored, truncated and searched as one.
+    """
+    text = text.strip()
+    if text.startswith("[") and "]" in text:
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
     try:
-        return str(ipaddress.ip_address(address or ""))
+        ip = ipaddress.ip_address(text)
     except ValueError:
         return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 def stored_ip(address: str | None) -> str | None:

@@ -20,6 +20,7 @@ from django.urls import path
 
 from django_sessionkit.backends import db
 from django_sessionkit.backends.base import SessionStorageUnavailable
+from django_sessionkit.inventory import get_inventory
 from django_sessionkit.models import Session
 from tests.session_behaviour import NOW, close_async_connections
 
@@ -115,6 +116,12 @@ def writes(context):
         # Fewer entries than proxies: the header cannot be trusted.
         (2, "198.51.100.1", "203.0.113.9", "198.51.100.1"),
         (1, "198.51.100.1", None, "198.51.100.1"),
+        # A port, as some proxies forward it, is not part of the address.
+        (1, "10.0.0.1", "203.0.113.9:5678", "203.0.113.9"),
+        (1, "10.0.0.1", "[2001:db8::7]:443", "2001:db8::7"),
+        # An IPv4 client seen by a dual-stack server is its IPv4 address.
+        (0, "::ffff:203.0.113.9", None, "203.0.113.9"),
+        (1, "10.0.0.1", "::ffff:203.0.113.9", "203.0.113.9"),
         # Not an address at all.
         (1, "10.0.0.1", "6.6.6.6, not-an-ip", None),
         (0, "unknown", None, None),
@@ -138,6 +145,8 @@ def test_client_ip(client, settings, proxies, remote_addr, forwarded_for, expect
         ("full", "198.51.100.77", "198.51.100.77"),
         ("truncated", "198.51.100.77", "198.51.100.0"),
         ("truncated", "2001:db8:1234:5678::1", "2001:db8:1234::"),
+        # Truncated as the IPv4 address it maps, not as an IPv6 /48 ("::").
+        ("truncated", "::ffff:198.51.100.77", "198.51.100.0"),
         ("none", "198.51.100.77", None),
     ],
 )
@@ -154,6 +163,29 @@ def test_user_agent_is_stored_and_bounded(client):
     client.get("/write/", HTTP_USER_AGENT="x" * 600)
 
     assert only_row().user_agent == "x" * 512
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "engine",
+    [
+        "django_sessionkit.backends.db",
+        "django_sessionkit.backends.cached_db",
+        "django_sessionkit.backends.redis",
+    ],
+)
+def test_control_characters_never_reach_the_storage(client, settings, request, engine):
+    settings.SESSION_ENGINE = engine
+    settings.SESSION_CACHE_ALIAS = "redis"
+    request.getfixturevalue("redis_cache")
+    user_agent = "Mozilla/5.0\x00 (X11;\x07 Linux)\x1b[31m\x7f\x85 Firefox/133.0"
+
+    first = client.get("/write/", HTTP_USER_AGENT=user_agent)
+    second = client.get("/write/", HTTP_USER_AGENT=user_agent)
+
+    assert (first.status_code, second.content) == (200, b"2")
+    (info,) = get_inventory().page()
+    assert info.user_agent == "Mozilla/5.0 (X11; Linux)[31m Firefox/133.0"
 
 
 @pytest.mark.django_db

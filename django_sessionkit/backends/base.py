@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,6 +16,9 @@ from django_sessionkit.conf import conf
 
 #: The longest user agent stored; the model's column has this length.
 USER_AGENT_MAX_LENGTH = 512
+#: Control characters (C0, DEL, C1): never stored. A NUL is refused by
+#: PostgreSQL's text columns, and none of them belongs in a user agent.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 #: How many unreadable entries :func:`warn_unreadable` remembers having logged.
@@ -52,7 +56,8 @@ class RequestMetadata:
     user_agent: str = ""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "user_agent", self.user_agent[:USER_AGENT_MAX_LENGTH])
+        user_agent = CONTROL_CHARACTERS.sub("", self.user_agent)
+        object.__setattr__(self, "user_agent", user_agent[:USER_AGENT_MAX_LENGTH])
 
 
 class SessionKitStore:
