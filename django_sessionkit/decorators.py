@@ -53,6 +53,10 @@ def session_login_required(
     ``login_required``. With ``session_key="logged_in"`` it needs that session
     key to be truthy instead: a session-flag login. *login_url* is a URL name
     or a path (default ``settings.LOGIN_URL``).
+
+    Only in the session-flag mode does the redirect set the test cookie (for
+    :func:`~django_sessionkit.login.flag_login`); otherwise a redirect saves
+    no session.
     """
 
     def decorator(view_func: View) -> View:
@@ -62,7 +66,9 @@ def session_login_required(
             async def async_view(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
                 if await ais_logged_in(request, session_key):
                     return await view_func(request, *args, **kwargs)
-                return await aredirect_to_login(request, login_url, redirect_field_name)
+                return await aredirect_to_login(
+                    request, login_url, redirect_field_name, test_cookie=session_key is not None
+                )
 
             return async_view  # type: ignore[return-value]
 
@@ -70,7 +76,9 @@ def session_login_required(
         def sync_view(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
             if is_logged_in(request, session_key):
                 return view_func(request, *args, **kwargs)
-            return redirect_to_login(request, login_url, redirect_field_name)
+            return redirect_to_login(
+                request, login_url, redirect_field_name, test_cookie=session_key is not None
+            )
 
         return sync_view  # type: ignore[return-value]
 

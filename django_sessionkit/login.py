@@ -38,13 +38,19 @@ def redirect_to_login(
     request: HttpRequest,
     login_url: str | None = None,
     redirect_field_name: str | None = REDIRECT_FIELD_NAME,
+    *,
+    test_cookie: bool = False,
 ) -> HttpResponseRedirect:
     """Redirect to the login page, carrying ``next`` only for a safe local URL.
 
-    The test cookie is set on the way, so that the login can tell a browser
-    that refuses cookies (see :func:`flag_login`).
+    With *test_cookie* the test cookie is set on the way, so that a
+    session-flag login can tell a browser that refuses cookies (see
+    :func:`flag_login`). That saves a session, so it is off by default: an
+    anonymous visitor (or a bot) sent to the login page leaves no session
+    behind, and the cookie check belongs to the login form.
     """
-    request.session.set_test_cookie()
+    if test_cookie:
+        request.session.set_test_cookie()
     return HttpResponseRedirect(_login_target(request, login_url, redirect_field_name))
 
 
@@ -52,9 +58,12 @@ async def aredirect_to_login(
     request: HttpRequest,
     login_url: str | None = None,
     redirect_field_name: str | None = REDIRECT_FIELD_NAME,
+    *,
+    test_cookie: bool = False,
 ) -> HttpResponseRedirect:
     """Async twin of :func:`redirect_to_login`."""
-    await request.session.aset_test_cookie()
+    if test_cookie:
+        await request.session.aset_test_cookie()
     return HttpResponseRedirect(_login_target(request, login_url, redirect_field_name))
 
 

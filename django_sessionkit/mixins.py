@@ -21,14 +21,19 @@ class SessionLoginRequiredMixin:
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         parent = super().dispatch  # type: ignore[misc]
+        flag_mode = self.session_key is not None
         if self.view_is_async:
 
             async def checked() -> Any:
                 if await ais_logged_in(request, self.session_key):
                     return await parent(request, *args, **kwargs)
-                return await aredirect_to_login(request, self.login_url, self.redirect_field_name)
+                return await aredirect_to_login(
+                    request, self.login_url, self.redirect_field_name, test_cookie=flag_mode
+                )
 
             return checked()
         if is_logged_in(request, self.session_key):
             return parent(request, *args, **kwargs)
-        return redirect_to_login(request, self.login_url, self.redirect_field_name)
+        return redirect_to_login(
+            request, self.login_url, self.redirect_field_name, test_cookie=flag_mode
+        )

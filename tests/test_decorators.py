@@ -3,9 +3,11 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
-from django.test import AsyncClient
+from django.test import AsyncClient, Client
 
+from django_sessionkit.inventory import get_inventory
 from django_sessionkit.login import redirect_to_login, safe_next_url
 
 pytestmark = [pytest.mark.urls("tests.urls_login"), pytest.mark.django_db]
@@ -109,13 +111,56 @@ class _DictSession(dict):
         self["testcookie"] = "worked"
 
 
-@pytest.mark.parametrize("url", [*USER_VIEWS, *FLAG_VIEWS])
-def test_redirect_sets_the_test_cookie(client, url):
+@pytest.mark.parametrize("url", FLAG_VIEWS)
+def test_flag_mode_redirect_sets_the_test_cookie(client, url):
     response = client.get(url)
 
     assert response.status_code == 302
     assert "sessionid" in response.cookies
     assert client.session.get("testcookie") == "worked"
+
+
+ENGINES = [
+    "django.contrib.sessions.backends.db",
+    "django_sessionkit.backends.db",
+    "django_sessionkit.backends.cached_db",
+    "django_sessionkit.backends.redis",
+]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request, settings):
+    settings.SESSION_ENGINE = request.param
+    settings.SESSION_CACHE_ALIAS = "redis"
+    settings.MIDDLEWARE = [
+        "django_sessionkit.middleware.SessionKitMiddleware"
+        if entry == "django.contrib.sessions.middleware.SessionMiddleware"
+        else entry
+        for entry in settings.MIDDLEWARE
+    ]
+    request.getfixturevalue("redis_cache")
+    return request.param
+
+
+@pytest.mark.urls("example.urls")
+def test_anonymous_visitors_redirected_to_log_in_create_no_session(engine):
+    for number in range(100):
+        client = Client()  # a bot: a new visitor each time, keeping no cookie
+        response = client.get("/sessions/", {"page": number})
+        assert response.status_code == 302
+        assert settings.SESSION_COOKIE_NAME not in response.cookies
+
+    assert get_inventory().count().value == 0
+
+
+@pytest.mark.urls("tests.urls_login")
+@pytest.mark.parametrize("url", USER_VIEWS)
+def test_user_mode_redirect_saves_no_session(engine, url):
+    response = Client().get(url)
+
+    assert response.status_code == 302
+    assert settings.SESSION_COOKIE_NAME not in response.cookies
+    assert get_inventory().count().value == 0
 
 
 async def _async_get(url, **extra):
@@ -124,11 +169,15 @@ async def _async_get(url, **extra):
 
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("url", ["/user-async/", "/flag-async/", "/mixin-async/"])
-async def test_async_views_redirect_under_asgi(url):
+@pytest.mark.parametrize(
+    ("url", "saves_a_session"),
+    [("/user-async/", False), ("/flag-async/", True), ("/mixin-async/", True)],
+)
+async def test_async_views_redirect_under_asgi(url, saves_a_session):
     response = await _async_get(url)
 
     assert response.status_code == 302
+    assert (settings.SESSION_COOKIE_NAME in response.cookies) == saves_a_session
 
 
 @pytest.mark.asyncio
