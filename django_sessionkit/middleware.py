@@ -107,18 +107,23 @@ class SessionKitMiddleware(SessionMiddleware):
                 logger.warning("Could not record session activity", exc_info=True)
         try:
             return super().process_response(request, response)
-        except SessionStorageUnavailable:
+        except SessionStorageUnavailable as exc:
             logger.exception("Session storage unavailable; answering 503")
-            return storage_unavailable(request)
+            return storage_unavailable(request, exc)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         # A view that logs in or out writes the session itself.
         if isinstance(exception, SessionStorageUnavailable):
             logger.error("Session storage unavailable; answering 503", exc_info=exception)
-            return storage_unavailable(request)
+            return storage_unavailable(request, exception)
         return None
 
 
-def storage_unavailable(request: HttpRequest) -> HttpResponse:
-    """Render the page shown when the session could not be saved."""
-    return render(request, "django_sessionkit/503.html", status=503)
+def storage_unavailable(request: HttpRequest, exc: SessionStorageUnavailable) -> HttpResponse:
+    """Render the page shown when the session could not be saved.
+
+    It says that nothing was changed only when that is known (*exc* was a
+    refusal); after a timeout the change may have been applied.
+    """
+    context = {"outcome_unknown": exc.outcome_unknown}
+    return render(request, "django_sessionkit/503.html", context, status=503)

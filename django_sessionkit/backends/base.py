@@ -45,7 +45,18 @@ def warn_unreadable(logger: logging.Logger, entry: str, message: str, *args: Any
 
 
 class SessionStorageUnavailable(Exception):
-    """The session storage could not be reached to write; nothing was written."""
+    """The session storage could not be reached to write the session.
+
+    *outcome_unknown* is False when nothing was sent (the connection was
+    refused, or could not be made): nothing was changed. It is True when the
+    storage may have applied the write all the same (a timeout, a connection
+    lost while waiting for the reply): whoever reports the failure must not
+    say that nothing was changed.
+    """
+
+    def __init__(self, message: str = "", *, outcome_unknown: bool = False) -> None:
+        super().__init__(message)
+        self.outcome_unknown = outcome_unknown
 
 
 @dataclass(frozen=True)
