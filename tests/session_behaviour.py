@@ -200,6 +200,22 @@ async def test_accessed_and_modified_flags_async(store_class):
 # save / load / create / exists / delete
 
 
+def test_load_of_a_store_without_a_key_is_empty(store_class):
+    # Django's SessionMiddlewareTests.test_session_save_on_500 loads such a store.
+    session = store_class()
+
+    assert session.load() == {}
+    assert session.session_key is None
+
+
+@pytest.mark.asyncio
+async def test_aload_of_a_store_without_a_key_is_empty(store_class):
+    session = store_class()
+
+    assert await session.aload() == {}
+    assert session.session_key is None
+
+
 def test_save_and_load(store_class):
     session = store_class()
     session["k"] = "v"

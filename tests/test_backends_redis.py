@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+import signal
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -10,12 +12,15 @@ from typing import Any
 import pytest
 import time_machine
 from django.contrib.auth import SESSION_KEY
+from django.contrib.auth.models import User
 from django.contrib.sessions.backends.base import CreateError, UpdateError
 from django.http import HttpRequest, HttpResponse
 from django.test import Client
 from django.urls import path
 from django_redis import get_redis_connection
 from redis import connection as redis_connection
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from django_sessionkit.backends import redis as backend
 from django_sessionkit.backends.base import RequestMetadata, SessionStorageUnavailable
@@ -306,8 +311,15 @@ def test_undecodable_data_loads_as_empty(store, keyspace, redis, caplog):
 
 
 @pytest.fixture
-def round_trips(store, monkeypatch):
-    """Record what redis-py sends: one entry per round trip, the command names in it."""
+def round_trips(store, monkeypatch, redis):
+    """Record what redis-py sends: one entry per round trip, the command names in it.
+
+    Every script is loaded first: on a server that has not seen a script, its
+    first call is an EVALSHA refused with NOSCRIPT, then an EVAL.
+    """
+    for script in vars(backend).values():
+        if isinstance(script, backend.LuaScript):
+            redis.script_load(script.source)
     sent: list[list[str]] = []
     send = redis_connection.AbstractConnection.send_packed_command
 
@@ -546,11 +558,38 @@ def test_a_rotated_session_is_deleted_under_its_old_id(store, keyspace, redis, s
 # -- configuration ----------------------------------------------------------------
 
 
-def test_a_cache_that_is_not_django_redis_is_refused(settings):
+def test_a_cache_that_is_not_django_redis_is_refused(settings, caplog):
+    settings.SESSION_ENGINE = ENGINE
     settings.SESSION_CACHE_ALIAS = "default"  # locmem
 
-    with pytest.raises(backend.ImproperlyConfigured, match="django-redis cache"):
+    with pytest.raises(SessionStorageUnavailable, match="django-redis cache") as raised:
         backend.SessionStore().save()
+    assert not raised.value.outcome_unknown
+    with caplog.at_level(logging.ERROR, logger="django_sessionkit.backends.redis"):
+        assert backend.SessionStore("a" * 32).load() == {}
+    assert "django-redis cache" in caplog.text
+
+
+@pytest.mark.django_db
+@pytest.mark.urls("example.urls")
+def test_logging_in_on_a_cache_that_is_not_django_redis_answers_503_not_500(settings):
+    settings.SESSION_ENGINE = ENGINE
+    settings.SESSION_CACHE_ALIAS = "default"  # locmem: the system check says so at start-up
+    settings.MIDDLEWARE = [
+        "django_sessionkit.middleware.SessionKitMiddleware"
+        if entry == "django.contrib.sessions.middleware.SessionMiddleware"
+        else entry
+        for entry in settings.MIDDLEWARE
+    ]
+    User.objects.create_user("carol", password="carol-pass")
+    client = Client(raise_request_exception=False)
+
+    page = client.get("/accounts/login/")
+    response = client.post("/accounts/login/", {"username": "carol", "password": "carol-pass"})
+
+    assert page.status_code == 200
+    assert response.status_code == 503
+    assert b"Nothing was changed" in response.content
 
 
 def test_redis_prefix_setting_names_the_keys(store, settings, redis):
@@ -663,7 +702,23 @@ def write_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse("written")
 
 
-urlpatterns = [path("read/", read_view), path("write/", write_view)]
+#: Called by load_hang_write_view between loading the session and changing it.
+on_loaded: list[Any] = []
+
+
+def load_hang_write_view(request: HttpRequest) -> HttpResponse:
+    request.session.get("k")  # loads the session
+    for hook in on_loaded:
+        hook()
+    request.session["k"] = "v"
+    return HttpResponse("written")
+
+
+urlpatterns = [
+    path("read/", read_view),
+    path("write/", write_view),
+    path("load-hang-write/", load_hang_write_view),
+]
 
 
 @pytest.fixture
@@ -719,4 +774,160 @@ def test_requests_with_redis_down_read_anonymous_and_refuse_writes(
     write = sessionkit_client.get("/write/")
     assert write.status_code == 503
     assert b"Service unavailable" in write.content
+    assert b"Nothing was changed" in write.content  # refused: nothing was sent
     assert settings.SESSION_COOKIE_NAME not in write.cookies
+
+
+@pytest.fixture
+def redis_hung(settings) -> Iterator[Any]:
+    """A real Redis server with short socket timeouts, which the test may pause (SIGSTOP)."""
+    server = private_server()
+    server.start()
+    settings.CACHES = {
+        **settings.CACHES,
+        "redis_hung": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": server.url,
+            "OPTIONS": {
+                "SOCKET_TIMEOUT": 0.3,
+                "CONNECTION_POOL_KWARGS": {"retry": Retry(NoBackoff(), 1)},
+            },
+        },
+    }
+    settings.SESSION_CACHE_ALIAS = "redis_hung"
+    settings.SESSION_ENGINE = ENGINE
+    yield server
+    if server.process is not None:
+        server.process.send_signal(signal.SIGCONT)
+    server.stop()
+
+
+def eventually(check: Any, seconds: float = 10.0) -> bool:
+    """Poll *check* until it is true or *seconds* have passed (a wait, not a timed assertion)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_write_that_times_out_may_have_been_applied_and_says_so(redis_hung):
+    store = backend.SessionStore
+    key = save(store, {SESSION_KEY: "1", "k": "v"})
+    session = store(key)
+    session.load()
+    session["k"] = "changed"
+    redis_hung.process.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(SessionStorageUnavailable) as raised:
+            session.save()
+    finally:
+        redis_hung.process.send_signal(signal.SIGCONT)
+
+    assert raised.value.outcome_unknown
+    assert "may have been applied" in str(raised.value)
+    assert "nothing" not in str(raised.value).lower()
+    assert key not in str(raised.value)
+    # And it was: Redis ran the script it had received once it went on.
+    assert eventually(lambda: store(key).load().get("k") == "changed")
+
+
+def test_a_write_refused_by_a_stopped_server_changed_nothing_and_says_so(redis_hung):
+    store = backend.SessionStore
+    key = save(store, {SESSION_KEY: "1", "k": "v"})
+    session = store(key)
+    session.load()
+    session["k"] = "changed"
+    redis_hung.stop()
+
+    with pytest.raises(SessionStorageUnavailable) as raised:
+        session.save()
+
+    assert not raised.value.outcome_unknown
+    assert "could not be reached" in str(raised.value)
+
+
+def test_the_503_page_of_a_write_that_timed_out_does_not_say_nothing_changed(redis_hung, settings):
+    settings.ROOT_URLCONF = __name__
+    settings.MIDDLEWARE = [
+        "django_sessionkit.middleware.SessionKitMiddleware"
+        if entry == "django.contrib.sessions.middleware.SessionMiddleware"
+        else entry
+        for entry in settings.MIDDLEWARE
+    ]
+    client = Client()
+    client.cookies[settings.SESSION_COOKIE_NAME] = save(backend.SessionStore, {SESSION_KEY: "1"})
+    assert client.get("/read/").content == b"user=1"
+
+    # Redis hangs after the request has loaded its session, before the save.
+    on_loaded.append(lambda: redis_hung.process.send_signal(signal.SIGSTOP))
+    try:
+        write = client.get("/load-hang-write/")
+    finally:
+        on_loaded.clear()
+        redis_hung.process.send_signal(signal.SIGCONT)
+
+    assert write.status_code == 503
+    assert b"may or may not have been saved" in write.content
+    assert b"Nothing was changed" not in write.content
+
+
+# -- corrupt entries -----------------------------------------------------------------
+
+#: Ways a session's hash can be broken, by hand or by another program: each
+#: takes the client and the hash's name.
+CORRUPTIONS = {
+    "activity is text": lambda redis, name: redis.hset(name, "a", "soon"),
+    "activity is a float": lambda redis, name: redis.hset(name, "a", "1.9e12"),
+    "expiry is text": lambda redis, name: redis.hset(name, "e", "never"),
+    "expiry is a float": lambda redis, name: redis.hset(name, "e", "1.9e12"),
+    "expiry is out of range": lambda redis, name: redis.hset(name, "e", "9" * 30),
+    "expiry is missing": lambda redis, name: redis.hdel(name, "e"),
+    "data is missing": lambda redis, name: redis.hdel(name, "d"),
+    "the key is a string": lambda redis, name: redis.delete(name) + redis.set(name, "x"),
+    "the key is a list": lambda redis, name: redis.delete(name) + redis.rpush(name, "x"),
+}
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS)
+def test_a_corrupt_session_loads_as_no_session_and_is_logged_once(
+    store, keyspace, redis, corruption, caplog
+):
+    key = save(store, {SESSION_KEY: "1", "k": "v"})
+    CORRUPTIONS[corruption](redis, keyspace.session(public_id(key)))
+
+    with caplog.at_level(logging.WARNING, logger="django_sessionkit.backends.redis"):
+        sessions = [store(key) for _ in range(3)]
+        loaded = [session.load() for session in sessions]
+
+    assert loaded == [{}, {}, {}]
+    assert [session.session_key for session in sessions] == [None, None, None]
+    warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert key not in caplog.text
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("corruption", CORRUPTIONS)
+def test_a_request_carrying_a_corrupt_session_gets_a_fresh_one(
+    store, keyspace, redis, corruption, settings
+):
+    settings.ROOT_URLCONF = __name__
+    settings.MIDDLEWARE = [
+        "django_sessionkit.middleware.SessionKitMiddleware"
+        if entry == "django.contrib.sessions.middleware.SessionMiddleware"
+        else entry
+        for entry in settings.MIDDLEWARE
+    ]
+    key = save(store, {SESSION_KEY: "1", "k": "v"})
+    CORRUPTIONS[corruption](redis, keyspace.session(public_id(key)))
+    client = Client(raise_request_exception=False)
+    client.cookies[settings.SESSION_COOKIE_NAME] = key
+
+    read = client.get("/read/")
+    write = client.get("/write/")
+
+    assert (read.status_code, read.content) == (200, b"user=anonymous")
+    assert write.status_code == 200
+    assert client.cookies[settings.SESSION_COOKIE_NAME].value != key

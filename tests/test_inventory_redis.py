@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import time_machine
-from django.contrib.auth import SESSION_KEY
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.backends.cache import SessionStore as StockCacheStore
 from django.contrib.sessions.backends.cached_db import SessionStore as StockCachedDBStore
 from django.core.cache import caches
@@ -803,3 +803,103 @@ def test_clear_expired_sweeps_only_when_it_pruned(inventory, ours, commands):
     # One round trip of PRUNE calls that find nothing; no sweep of the user index.
     assert set(commands) == {"script load", "evalsha"}
     assert "zrange" not in commands
+
+
+# -- corrupt entries -------------------------------------------------------------------
+
+from tests.test_backends_redis import CORRUPTIONS  # noqa: E402
+
+
+@pytest.fixture
+def corrupt(ours, request):
+    """Alice's healthy session, and one of hers broken in the way the test names."""
+    from django.contrib.auth.models import User
+
+    alice = User.objects.create_user("alice", password="alice-pass")
+    logged_in = {
+        SESSION_KEY: str(alice.pk),
+        BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
+        HASH_SESSION_KEY: alice.get_session_auth_hash(),
+    }
+    healthy = save(ours, logged_in, ip="192.0.2.1")
+    broken = save(ours, logged_in, ip="192.0.2.2")
+    keyspace = backend.Keyspace("redis")
+    CORRUPTIONS[request.param](keyspace.client(), keyspace.session(public_id(broken)))
+    return {"alice": alice, "healthy": healthy, "broken": broken, "kind": request.param}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("corrupt", CORRUPTIONS, indirect=True)
+def test_a_corrupt_session_is_left_out_of_every_listing(inventory, corrupt):
+    healthy, broken = public_id(corrupt["healthy"]), public_id(corrupt["broken"])
+    user_id = str(corrupt["alice"].pk)
+    now = timezone.now()
+
+    listings = {
+        "page": inventory.page(),
+        "page by status": inventory.page(status="active"),
+        "page by ip": inventory.page(ip="192.0.2.2"),
+        "page by activity": inventory.page(active_before=now + timedelta(hours=1)),
+        "page by user": inventory.page(user_id=user_id),
+        "for_user": inventory.for_user(user_id),
+    }
+    found = inventory.get(broken)
+    stats = inventory.stats()
+    inventory.count(ip="192.0.2.2")
+
+    for name, infos in listings.items():
+        assert broken not in pids(infos), name
+        if name != "page by ip":
+            assert healthy in pids(infos), name
+    assert found is None
+    assert stats.busiest_user in ((user_id, 1), (user_id, 2))
+    assert inventory.unreadable > 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("corrupt", CORRUPTIONS, indirect=True)
+def test_clear_inactive_and_revoking_get_past_a_corrupt_session(inventory, corrupt):
+    user_id = str(corrupt["alice"].pk)
+
+    cleared = sum(inventory.clear_inactive(before=timezone.now() + timedelta(hours=1)))
+    saved_again = save(backend.SessionStore, {SESSION_KEY: user_id})
+    revoked = inventory.revoke_user(user_id)
+
+    assert cleared >= 1  # the healthy one, at least
+    assert revoked >= 1
+    assert backend.SessionStore(saved_again).load() == {}
+
+
+@pytest.mark.django_db
+@pytest.mark.urls("example.urls")
+@pytest.mark.parametrize("corrupt", CORRUPTIONS, indirect=True)
+def test_admin_and_your_sessions_pages_get_past_a_corrupt_session(corrupt, settings):
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    User.objects.create_superuser("root", password="root-pass")
+    admin = Client(raise_request_exception=False)
+    admin.login(username="root", password="root-pass")
+    alice = Client(raise_request_exception=False)
+    alice.cookies[settings.SESSION_COOKIE_NAME] = corrupt["healthy"]
+    broken = public_id(corrupt["broken"])
+    alice_id = corrupt["alice"].pk
+
+    pages = {
+        "list": admin.get("/admin/django_sessionkit/session/"),
+        "list of alice": admin.get(f"/admin/django_sessionkit/session/?user={alice_id}"),
+        "search": admin.get("/admin/django_sessionkit/session/?q=192.0.2.2"),
+        "detail": admin.get(f"/admin/django_sessionkit/session/{broken}/change/"),
+        "revoke alice": admin.get(f"/admin/django_sessionkit/session/user/{alice_id}/revoke/"),
+        "your sessions": alice.get("/sessions/"),
+    }
+
+    assert {name: page.status_code for name, page in pages.items()} == {
+        "list": 200,
+        "list of alice": 200,
+        "search": 200,
+        "detail": 302,  # back to the list: no such session
+        "revoke alice": 200,
+        "your sessions": 200,
+    }
+    assert broken.encode() not in pages["list"].content

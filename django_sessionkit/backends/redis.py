@@ -67,14 +67,18 @@ from django.utils.crypto import get_random_string
 from django.utils.encoding import force_bytes
 from django.utils.functional import cached_property
 
-from django_sessionkit.backends.base import SessionKitStore, SessionStorageUnavailable
+from django_sessionkit.backends.base import (
+    SessionKitStore,
+    SessionStorageUnavailable,
+    warn_unreadable,
+)
 from django_sessionkit.conf import conf
 from django_sessionkit.public_id import KEY_SALT, LENGTH
 
 try:
     from django_redis.exceptions import ConnectionInterrupted
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import NoScriptError
+    from redis.exceptions import NoScriptError, ResponseError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImproperlyConfigured(
@@ -119,6 +123,21 @@ local CHUNK_MIN = 30
 
 local function skey(pid) return base .. ':s:' .. pid end
 local function ck(ix, id) return ix .. ':c:' .. id end
+
+-- The fields of a session's hash, each false (a nil reply) when missing, and
+-- all of them when the key holds another type: such a key is no session,
+-- never an error that fails a whole listing. The second result says which.
+local function hfields(key, ...)
+  local f = redis.pcall('HMGET', key, ...)
+  if type(f) == 'table' and f.err then
+    f = {}
+    for i = 1, select('#', ...) do f[i] = false end
+    return f, true
+  end
+  return f, false
+end
+local function hfield(key, name) return hfields(key, name)[1] end
+local function is_hash(key) return redis.call('TYPE', key).ok == 'hash' end
 
 -- The chunk of index ix that holds (or would hold) score: the one with the
 -- greatest minimum <= score, else the first one. nil when ix is empty.
@@ -240,7 +259,10 @@ local function index(pid, e, h)
   if h ~= '' then insert(U, pid, h) end
 end
 
+-- e and h as read from the hash: one garbled by hand leaves its index entry
+-- to pruning, which drops entries whose session is gone.
 local function unindex(pid, e, h)
+  e, h = tonumber(e), tonumber(h) and h
   if e and remove(X, xmember(pid, h), e) == 1 and h then
     redis.call('DECR', X .. ':a')
   end
@@ -250,7 +272,7 @@ end
 -- Delete a session and its index entries; 1 if it existed.
 local function drop(pid)
   local key = skey(pid)
-  local f = redis.call('HMGET', key, 'e', 'h')
+  local f = hfields(key, 'e', 'h')
   unindex(pid, f[1], f[2])
   return redis.call('DEL', key)
 end
@@ -290,7 +312,7 @@ local function prune(now, limit, users)
           authenticated = authenticated + 1
         end
         local sk = skey(pid)
-        if tonumber(redis.call('HGET', sk, 'e')) == tonumber(score) then
+        if tonumber(hfield(sk, 'e')) == tonumber(score) then
           doomed[#doomed + 1] = sk
         end
       end
@@ -305,22 +327,36 @@ local function prune(now, limit, users)
   return removed
 end
 
+-- Append the state of the session pid and its u, e, ip, ua, c, a fields:
+-- 'ok', 'gone' (no key: expired, awaiting pruning) or 'bad' (a key of
+-- another type, or a hash without data: no session, but no error either).
+local function described(out, pid)
+  local key = skey(pid)
+  local f, wrong = hfields(key, 'u', 'e', 'ip', 'ua', 'c', 'a')
+  local state = 'ok'
+  if redis.call('EXISTS', key) == 0 then
+    state = 'gone'
+  elseif wrong or redis.call('HEXISTS', key, 'd') == 0 then
+    state = 'bad'
+  end
+  out[#out + 1] = state
+  for j = 1, 6 do out[#out + 1] = f[j] end
+end
+
 -- Append an expiry index entry as PAGE and CHUNK return it: member, score,
--- then the session's u, ip, ua, c, a.
+-- then what described() appends.
 local function listed(out, member, score)
   out[#out + 1] = member
   out[#out + 1] = score
   local sep = string.find(member, ':', 1, true)
   local pid = member
   if sep then pid = string.sub(member, 1, sep - 1) end
-  local f = redis.call('HMGET', skey(pid), 'u', 'ip', 'ua', 'c', 'a')
-  for j = 1, 5 do out[#out + 1] = f[j] end
+  described(out, pid)
 end
 
 local function fields(out, pid)
-  local f = redis.call('HMGET', skey(pid), 'u', 'e', 'ip', 'ua', 'c', 'a')
   out[#out + 1] = pid
-  for i = 1, 6 do out[#out + 1] = f[i] end
+  described(out, pid)
 end
 """
 
@@ -335,9 +371,11 @@ local uid, h, moved = ARGV[7], ARGV[8], ARGV[14]
 local key = skey(pid)
 local exists = redis.call('EXISTS', key) == 1
 if mode == 'create' and exists then return 0 end
-local created = redis.call('HGET', key, 'c')
+-- A key of another type under this id holds no session to update.
+if exists and not is_hash(key) then return -1 end
+local created = hfield(key, 'c')
 if moved ~= '' and moved ~= pid then
-  local old = redis.call('HGET', skey(moved), 'c')
+  local old = hfield(skey(moved), 'c')
   if mode == 'update' and not exists and not old then return -1 end
   created = created or old
   drop(moved)
@@ -345,7 +383,7 @@ elseif mode == 'update' and not exists then
   return -1
 end
 if exists then
-  local old = redis.call('HMGET', key, 'e', 'h')
+  local old = hfields(key, 'e', 'h')
   unindex(pid, old[1], old[2])
 end
 if ttl <= 0 then
@@ -385,7 +423,7 @@ return n
 # ARGV: base, public id, now. Writes only the activity of an existing session.
 TOUCH = """
 local key = skey(ARGV[2])
-if redis.call('EXISTS', key) == 0 then return 0 end
+if not is_hash(key) then return 0 end
 redis.call('HSET', key, 'a', ARGV[3])
 return 1
 """
@@ -415,7 +453,8 @@ return #gone
 """
 
 # ARGV: base, user id, user digest, mode ("list" | "revoke"), public id to keep.
-# "list" returns public id, u, e, ip, ua, c, a for each session of the user;
+# "list" returns the public id and what described() appends for each session
+# of the user;
 # "revoke" deletes them (but the one to keep) and returns how many.
 # Entries whose session is gone are pruned on the way.
 USER = """
@@ -429,7 +468,7 @@ if not id then
 end
 local pids = redis.call('ZRANGEBYSCORE', ck(U, id), h, h)
 for _, pid in ipairs(pids) do
-  local owner = redis.call('HGET', skey(pid), 'u')
+  local owner = hfield(skey(pid), 'u')
   if not owner then
     remove(U, pid, h)
   elseif owner == uid then
@@ -499,8 +538,8 @@ return {total, chunks, math.min(expired, total)}
 """
 
 # ARGV: base, min, max (ZRANGEBYSCORE bounds), offset, limit, "1" for
-# descending, directory ids read per ZRANGE. Returns member, score, u, e, ip,
-# ua, c, a per entry; whole chunks before the offset are skipped by their size
+# descending, directory ids read per ZRANGE. Returns what listed() appends per
+# entry; whole chunks before the offset are skipped by their size
 # (ZCARD when the bounds take everything, else ZCOUNT), the directory read a
 # slice at a time.
 PAGE = """
@@ -599,11 +638,34 @@ def to_ms(moment: datetime) -> int:
 
 
 def from_ms(value: bytes | str | int | None) -> datetime | None:
-    """Return the datetime of a stored millisecond timestamp, in Django's time zone mode."""
+    """Return the datetime of a stored millisecond timestamp, in Django's time zone mode.
+
+    Raise ValueError for anything but a whole number of milliseconds in range:
+    the engine writes nothing else, so anything else is a corrupt entry.
+    """
     if value is None:
         return None
-    moment = datetime.fromtimestamp(int(value) / 1000, tz=dt_timezone.utc)
+    try:
+        moment = datetime.fromtimestamp(int(value) / 1000, tz=dt_timezone.utc)
+    except (OverflowError, OSError) as exc:
+        raise ValueError(f"{value!r} is not a time in milliseconds") from exc
     return moment if settings.USE_TZ else timezone.make_naive(moment)
+
+
+def reach(client: Any) -> None:
+    """Connect *client* to Redis, sending no command, or raise as redis-py does.
+
+    A write that fails here was refused: nothing was sent, so nothing was
+    changed. Once connected, a write that fails (a timeout, a connection lost
+    while waiting for the reply, even if redis-py's retries then find the
+    server refusing) may have been applied.
+    """
+    pool = client.connection_pool
+    try:
+        connection = pool.get_connection()
+    except TypeError:  # redis-py before 5.3 names the command
+        connection = pool.get_connection("EVALSHA")
+    pool.release(connection)
 
 
 def text(value: bytes | str | None) -> str | None:
@@ -666,10 +728,14 @@ class Keyspace:
         return keyspace
 
     def client(self, write: bool = True) -> Any:
-        """Return django-redis's raw redis-py client of the cache."""
+        """Return django-redis's raw redis-py client of the cache.
+
+        Raise ImproperlyConfigured when the cache is not django-redis on one
+        server (system check ``sessionkit.E007`` / ``E008`` says so at start-up).
+        """
         # What django_redis.get_redis_connection(alias) does, on the cache in hand.
         try:
-            get_client = self.cache.client.get_client
+            return self.cache.client.get_client(write)
         except AttributeError as exc:
             backend = type(self.cache)
             raise ImproperlyConfigured(
@@ -677,7 +743,12 @@ class Keyspace:
                 f"django-redis cache (django_redis.cache.RedisCache) on one server; "
                 f"{self.alias!r} is {backend.__module__}.{backend.__qualname__}."
             ) from exc
-        return get_client(write)
+        except NotImplementedError as exc:
+            raise ImproperlyConfigured(
+                f"django_sessionkit.backends.redis cannot use the cache {self.alias!r}: "
+                f"django-redis's sharded client spreads keys over several servers, and each "
+                f"write of a session changes its hash and its index entries in one script."
+            ) from exc
 
     def session(self, pid: str) -> str:
         """Return the name of the hash of the session with public id *pid*."""
@@ -800,12 +871,34 @@ class SessionStore(SessionKitStore, SessionBase):
             return {}
         return data if isinstance(data, dict) else {}
 
-    def _unavailable(self, action: str, exc: Exception) -> SessionStorageUnavailable:
+    def _unavailable(
+        self, action: str, exc: Exception, *, outcome_unknown: bool = False
+    ) -> SessionStorageUnavailable:
         # The message never names the key: it may end up in a log or on a page.
-        return SessionStorageUnavailable(
-            f"Redis (cache {self._cache_alias!r}) could not be reached to {action} a session: "
-            f"{type(exc).__name__}."
-        )
+        name = f"Redis (cache {self._cache_alias!r})"
+        if isinstance(exc, ImproperlyConfigured):
+            message = f"{name} cannot be used to {action} a session: {exc}"
+        elif outcome_unknown:
+            message = (
+                f"{name} did not answer an attempt to {action} a session "
+                f"({type(exc).__name__}): it may have been applied all the same."
+            )
+        else:
+            message = f"{name} could not be reached to {action} a session ({type(exc).__name__})."
+        return SessionStorageUnavailable(message, outcome_unknown=outcome_unknown)
+
+    def _write(self, action: str, script: LuaScript, *args: Any) -> Any:
+        """Run a write *script*; a failure says whether Redis may have applied it."""
+        try:
+            keyspace = self.keyspace
+            client = keyspace.client()
+            reach(client)
+        except (*UNAVAILABLE, ImproperlyConfigured) as exc:
+            raise self._unavailable(action, exc) from exc
+        try:
+            return script(client, keyspace.base, *args)
+        except UNAVAILABLE as exc:
+            raise self._unavailable(action, exc, outcome_unknown=True) from exc
 
     def _meta_args(self) -> list[str]:
         metadata = self.request_metadata
@@ -816,36 +909,45 @@ class SessionStore(SessionKitStore, SessionBase):
     # -- SessionBase --
 
     def load(self) -> dict[str, Any]:
-        assert self.session_key is not None
+        if self.session_key is None:
+            return {}
         ids = storage_ids(self.session_key)
-        keyspace = self.keyspace
         try:
+            keyspace = self.keyspace
             client = keyspace.client(write=False)
-            if len(ids) == 1:
-                rows = [client.hmget(keyspace.session(ids[0]), LOAD_FIELDS)]
-            else:
-                pipe = client.pipeline(transaction=False)
-                for pid in ids:
-                    pipe.hmget(keyspace.session(pid), LOAD_FIELDS)
-                rows = pipe.execute()
-        except UNAVAILABLE as exc:
+            pipe = client.pipeline(transaction=False)
+            for pid in ids:
+                pipe.hmget(keyspace.session(pid), LOAD_FIELDS)
+            # A key of another type answers an error in its place, not for the load.
+            rows = pipe.execute(raise_on_error=False)
+        except (*UNAVAILABLE, ImproperlyConfigured) as exc:
             logger.error(
-                "Redis (cache %r) could not be reached to load a session; serving an "
-                "empty one and refusing to save it: %s",
-                self._cache_alias,
-                type(exc).__name__,
+                "%s Serving an empty session and refusing to save it.",
+                self._unavailable("load", exc),
             )
             # Keep the key: the cookie must survive the outage, and a save must fail.
             self._unreadable = True
             return {}
         now = to_ms(timezone.now())
-        for pid, (data, activity, expiry) in zip(ids, rows, strict=True):
-            if data is None:
+        for pid, row in zip(ids, rows, strict=True):
+            if isinstance(row, ResponseError):
+                warn_unreadable(logger, pid, "Session %s in Redis is not a hash: %s", pid, row)
                 continue
-            if expiry is None or int(expiry) <= now:
+            if all(value is None for value in row):
+                continue
+            data, activity, expiry = row
+            try:
+                if data is None or expiry is None:
+                    raise ValueError("no data" if data is None else "no expiry")
+                from_ms(expiry)  # in range
+                loaded_activity = from_ms(activity)
+            except ValueError as exc:
+                warn_unreadable(logger, pid, "Session %s in Redis is unreadable: %s", pid, exc)
+                continue
+            if int(expiry) <= now:
                 break  # expired by Django's clock, which may run ahead of Redis's TTL
             self._stored_pid = pid
-            self.loaded_activity = from_ms(activity)
+            self.loaded_activity = loaded_activity
             return self.deserialize_data(data)
         self._session_key = None
         return {}
@@ -856,11 +958,11 @@ class SessionStore(SessionKitStore, SessionBase):
     def exists(self, session_key: str | None) -> bool:
         if not session_key:
             return False
-        keyspace = self.keyspace
         try:
+            keyspace = self.keyspace
             client = keyspace.client(write=False)
             return bool(client.exists(*(keyspace.session(pid) for pid in storage_ids(session_key))))
-        except UNAVAILABLE as exc:
+        except (*UNAVAILABLE, ImproperlyConfigured) as exc:
             raise self._unavailable("look up", exc) from exc
 
     async def aexists(self, session_key: str | None) -> bool:
@@ -893,23 +995,21 @@ class SessionStore(SessionKitStore, SessionBase):
         user_id = self.user_id_from(data)
         pid = storage_ids(self.session_key)[0]
         moved = "" if must_create or self._stored_pid in (None, pid) else self._stored_pid
-        try:
-            result = self.keyspace.run(
-                SAVE_SCRIPT,
-                "create" if must_create else "update",
-                pid,
-                to_ms(now),
-                self.get_expiry_age(modification=now),
-                to_ms(self.get_expiry_date(modification=now)),
-                user_id or "",
-                "" if user_id is None else user_digest(user_id),
-                self.serialize_data(data),
-                self.session_key,
-                *self._meta_args(),
-                moved,
-            )
-        except UNAVAILABLE as exc:
-            raise self._unavailable("save", exc) from exc
+        result = self._write(
+            "save",
+            SAVE_SCRIPT,
+            "create" if must_create else "update",
+            pid,
+            to_ms(now),
+            self.get_expiry_age(modification=now),
+            to_ms(self.get_expiry_date(modification=now)),
+            user_id or "",
+            "" if user_id is None else user_digest(user_id),
+            self.serialize_data(data),
+            self.session_key,
+            *self._meta_args(),
+            moved,
+        )
         if result == 0:
             raise CreateError
         if result == -1:
@@ -925,11 +1025,8 @@ class SessionStore(SessionKitStore, SessionBase):
             if self.session_key is None:
                 return
             session_key = self.session_key
-        try:
-            self.keyspace.run(DELETE_SCRIPT, *storage_ids(session_key))
-        except UNAVAILABLE as exc:
-            # Never pretend a logout worked: the session would outlive it.
-            raise self._unavailable("delete", exc) from exc
+        # A failure raises: never pretend a logout worked, the session would outlive it.
+        self._write("delete", DELETE_SCRIPT, *storage_ids(session_key))
         if session_key == self.session_key:
             self._stored_pid = None
 
@@ -958,13 +1055,9 @@ class SessionStore(SessionKitStore, SessionBase):
         if self.session_key is None or self._stored_pid is None:
             return
         try:
-            self.keyspace.run(TOUCH_SCRIPT, self._stored_pid, to_ms(now))
-        except UNAVAILABLE as exc:
-            logger.warning(
-                "Redis (cache %r) could not be reached to record session activity: %s",
-                self._cache_alias,
-                type(exc).__name__,
-            )
+            self._write("record the activity of", TOUCH_SCRIPT, self._stored_pid, to_ms(now))
+        except SessionStorageUnavailable as exc:
+            logger.warning("%s", exc)
             return
         self.loaded_activity = now
 

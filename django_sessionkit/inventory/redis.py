@@ -28,6 +28,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from importlib import import_module
 from itertools import islice
@@ -39,6 +40,7 @@ from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS, SessionBase
 from django.core.cache import caches
 from django.utils import timezone
+from redis.exceptions import ResponseError
 
 from django_sessionkit.backends import redis as backend
 from django_sessionkit.inventory.base import (
@@ -91,7 +93,7 @@ for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
   local sep = string.find(member, ':', 1, true)
   local pid = member
   if sep then pid = string.sub(member, 1, sep - 1) end
-  local a = tonumber(redis.call('HGET', skey(pid), 'a'))
+  local a = tonumber(hfield(skey(pid), 'a'))
   if a and a < before then out[#out + 1] = pid end
 end
 return out
@@ -103,7 +105,7 @@ DELETE_IDLE = """
 local before = tonumber(ARGV[2])
 local n = 0
 for i = 3, #ARGV do
-  local a = tonumber(redis.call('HGET', skey(ARGV[i]), 'a'))
+  local a = tonumber(hfield(skey(ARGV[i]), 'a'))
   if a and a < before then n = n + drop(ARGV[i]) end
 end
 return n
@@ -165,6 +167,14 @@ def _matches(
     return authenticated is None or info.is_authenticated == authenticated
 
 
+def _is_ms(value: bytes | str | None) -> bool:
+    """Whether *value* is a stored time in milliseconds, as the engine writes them."""
+    try:
+        return backend.from_ms(value) is not None
+    except ValueError:
+        return False
+
+
 def _sort_key(ordering: Ordering) -> Callable[[SessionInfo], float]:
     """Sort by the ordering's field; a session without that field sorts first."""
     field = ordering.lstrip("-")
@@ -197,25 +207,56 @@ class RedisInventory(SessionInventory):
     def _loader(self, pid: str) -> Callable[[], dict[str, Any]]:
         def load() -> dict[str, Any]:
             keyspace = self.keyspace
-            data = keyspace.client(write=False).hget(keyspace.session(pid), "d")
+            try:
+                data = keyspace.client(write=False).hget(keyspace.session(pid), "d")
+            except ResponseError as exc:  # a key of another type
+                self.skip_unreadable(pid, str(exc))
+                return {}
             if data is None:
                 return {}
             return self.store_class().deserialize_data(data)  # type: ignore[attr-defined]
 
         return load
 
-    def _info(self, pid: str, row: Sequence[Any]) -> SessionInfo:
-        """Build the SessionInfo of a ``u, e, ip, ua, c, a`` reply."""
-        return SessionInfo(public_id=pid, _load=self._loader(pid), **backend.session_fields(row))
+    def _info(self, pid: str, row: Sequence[Any]) -> SessionInfo | None:
+        """Build the SessionInfo of a ``u, e, ip, ua, c, a`` reply; None if it is unreadable."""
+        try:
+            fields = backend.session_fields(row)
+        except ValueError as exc:
+            self.skip_unreadable(pid, str(exc))
+            return None
+        return SessionInfo(public_id=pid, _load=self._loader(pid), **fields)
+
+    def _described(self, pid: str, state: Any, fields: Sequence[Any]) -> SessionInfo | None:
+        """Build the SessionInfo of a pid and what the scripts' ``described()`` returns.
+
+        A session that is gone (expired, its index entry awaiting pruning) is
+        described by its index entry alone; one that is not a readable session
+        (a key of another type, a hash without data or with a garbled field) is
+        skipped and counted.
+        """
+        state = backend.text(state)
+        if state == "gone":
+            return self._info(pid, fields)
+        if state != "ok" or not _is_ms(fields[1]):
+            reason = "the key holds no session data" if state != "ok" else "no valid expiry"
+            self.skip_unreadable(pid, reason)
+            return None
+        return self._info(pid, fields)
 
     def _entries(self, reply: Sequence[Any]) -> list[SessionInfo]:
-        """Parse PAGE / CHUNK replies: member, score, u, ip, ua, c, a per entry."""
+        """Parse PAGE / CHUNK replies: member, score, then ``described()`` per entry.
+
+        A session's expiry is the index's: the hash may be saved again with a
+        later one by now, which its own entry lists.
+        """
         infos = []
-        for i in range(0, len(reply), 7):
-            member, score, user_id, ip, user_agent, created, activity = reply[i : i + 7]
+        for i in range(0, len(reply), 9):
+            member, score, state, *fields = reply[i : i + 9]
             pid = str(backend.text(member)).split(":", 1)[0]
-            expiry = int(float(score))
-            infos.append(self._info(pid, (user_id, expiry, ip, user_agent, created, activity)))
+            info = self._described(pid, state, fields)
+            if info is not None:
+                infos.append(replace(info, expire_date=backend.from_ms(int(float(score)))))
         return infos
 
     def _user_sessions(self, user_id: str) -> list[SessionInfo]:
@@ -223,10 +264,11 @@ class RedisInventory(SessionInventory):
         reply = self.keyspace.run(
             backend.USER_SCRIPT, user_id, backend.user_digest(user_id), "list", ""
         )
-        return [
-            self._info(str(backend.text(reply[i])), reply[i + 1 : i + 7])
-            for i in range(0, len(reply), 7)
-        ]
+        infos = (
+            self._described(str(backend.text(reply[i])), reply[i + 1], reply[i + 2 : i + 8])
+            for i in range(0, len(reply), 8)
+        )
+        return [info for info in infos if info is not None]
 
     def _users_sessions(self, users: frozenset[str]) -> list[SessionInfo]:
         """Return every stored session of the *users*: one round trip per user."""
@@ -368,12 +410,16 @@ class RedisInventory(SessionInventory):
         if not PUBLIC_ID.fullmatch(public_id):
             return None
         keyspace = self.keyspace
-        row = keyspace.client(write=False).hmget(
-            keyspace.session(public_id), ("u", "e", "ip", "ua", "c", "a")
-        )
-        if row[1] is None:
+        pipe = keyspace.client(write=False).pipeline(transaction=False)
+        name = keyspace.session(public_id)
+        pipe.hmget(name, ("u", "e", "ip", "ua", "c", "a"))
+        pipe.hexists(name, "d")
+        row, has_data = pipe.execute(raise_on_error=False)
+        if isinstance(row, ResponseError):
+            return self._described(public_id, "bad", ())  # a key of another type
+        if not has_data and all(value is None for value in row):
             return None
-        return self._info(public_id, row)
+        return self._described(public_id, "ok" if has_data else "bad", row)
 
     def for_user(self, user_id: str) -> list[SessionInfo]:
         """Return the user's unexpired sessions, newest activity first: one round trip."""
@@ -516,11 +562,17 @@ class RedisInventory(SessionInventory):
             pipe = client.pipeline(transaction=False)
             for pid in pids:
                 pipe.hmget(keyspace.session(str(pid)), ("u", "e"))
-            live: Counter[str] = Counter(
-                str(backend.text(user_id))
-                for user_id, expiry in pipe.execute()
-                if user_id is not None and expiry is not None and int(expiry) > now_ms
-            )
+            live: Counter[str] = Counter()
+            for pid, reply in zip(pids, pipe.execute(raise_on_error=False), strict=True):
+                user_id, expiry = (None, None) if isinstance(reply, ResponseError) else reply
+                try:
+                    expiry_ms = None if expiry is None else int(expiry)
+                except ValueError:
+                    expiry_ms = None
+                if isinstance(reply, ResponseError) or (expiry is not None and expiry_ms is None):
+                    self.skip_unreadable(str(pid), f"expiry {expiry!r}")
+                elif user_id is not None and expiry_ms is not None and expiry_ms > now_ms:
+                    live[str(backend.text(user_id))] += 1
             for user_id, sessions in live.items():
                 if best is None or (-sessions, user_id) < best:
                     best = (-sessions, user_id)
