@@ -56,3 +56,39 @@ class Session(AbstractBaseSession):
         from django_sessionkit.backends.db import SessionStore
 
         return SessionStore
+
+
+class CopiedSession(models.Model):
+    """A session that ``migratesessions`` copied, so that a later run can bring it up to date.
+
+    A session is named by a digest of its key, never by the key. A later run
+    overwrites the copy when the source changed and deletes it when the source
+    is gone, but only while the copy is still what the command wrote: once the
+    destination's own traffic changed or ended it, it is *released* and never
+    touched again (a logout on the new engine is never undone).
+    """
+
+    source = models.CharField(_("source engine"), max_length=255)
+    destination = models.CharField(_("destination engine"), max_length=255)
+    key_digest = models.CharField(_("key digest"), max_length=64)
+    #: The session at the source (data and expiry) when it was last copied.
+    source_digest = models.CharField(_("source digest"), max_length=64)
+    #: The data the copy was written with.
+    copy_digest = models.CharField(_("copy digest"), max_length=64)
+    released = models.BooleanField(_("released"), default=False)
+    #: The session's expiry when it was last copied: after it, the row is forgotten.
+    expire_date = models.DateTimeField(_("expire date"))
+    copied_at = models.DateTimeField(_("copied"), default=timezone.now)
+
+    class Meta:
+        db_table = "sessionkit_copied_session"
+        verbose_name = _("copied session")
+        verbose_name_plural = _("copied sessions")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "destination", "key_digest"], name="sessionkit_copied_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return str(_("Copy %(id)s") % {"id": self.key_digest[:12]})

@@ -7,6 +7,7 @@ from importlib import import_module
 from typing import Any
 
 import pytest
+import time_machine
 from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.sessions.backends.cache import KEY_PREFIX as CACHE_PREFIX
 from django.contrib.sessions.models import Session as StockSession
@@ -79,7 +80,7 @@ def stored(engine: str, key: str) -> tuple[dict[str, Any], Any] | None:
         fields = redis_session(key)
         if not fields:
             return None
-        return store_class(engine)().decode(fields[b"d"].decode()), from_ms(fields[b"e"])
+        return store_class(engine)().deserialize_data(fields[b"d"]), from_ms(fields[b"e"])
     raise AssertionError(engine)
 
 
@@ -194,7 +195,7 @@ def test_stock_file_destination(db, file_sessions):
     first = run_json("--from", STOCK_DB, "--to", STOCK_FILE)
     second = run_json("--from", STOCK_DB, "--to", STOCK_FILE)
 
-    assert (first["copied"], second["existing"]) == (1, 1)
+    assert (first["copied"], second["unchanged"]) == (1, 1)
     assert store_class(STOCK_FILE)(key).load() == {"a": 1}
 
 
@@ -341,7 +342,7 @@ def test_second_run_copies_nothing_and_changes_nothing(db, user):
     second = run_json("--from", STOCK_DB, "--to", OUR_DB)
 
     assert (first["copied"], first["existing"]) == (3, 0)
-    assert (second["copied"], second["existing"]) == (0, 3)
+    assert (second["copied"], second["unchanged"], second["existing"]) == (0, 3, 0)
     assert list(Session.objects.order_by("pk").values()) == before
 
 
@@ -357,7 +358,9 @@ def test_existing_destination_session_is_left_alone(db, redis_sessions):
     assert (report["copied"], report["existing"]) == (1, 1)
     assert stored(STOCK_CACHE, key)[0] == {"version": "destination"}
     assert stored(STOCK_CACHE, other)[0] == {"version": "other"}
-    assert run_json("--from", STOCK_DB, "--to", STOCK_CACHE)["existing"] == 2
+    again = run_json("--from", STOCK_DB, "--to", STOCK_CACHE)
+    assert (again["existing"], again["unchanged"]) == (1, 1)
+    assert stored(STOCK_CACHE, key)[0] == {"version": "destination"}
 
 
 @pytest.mark.parametrize("destination", [OUR_DB, STOCK_CACHE, OUR_REDIS])
@@ -377,14 +380,18 @@ def test_dry_run_counts_and_writes_nothing(destination, db, redis_sessions):
     assert redis_keys() == []
 
 
-def test_dry_run_counts_sessions_already_there(db, redis_sessions):
+def test_a_copy_ended_at_the_destination_is_never_copied_again(db, redis_sessions):
     keys = [create(STOCK_DB, {"n": n}) for n in range(3)]
     run("--from", STOCK_DB, "--to", STOCK_CACHE)
-    caches["redis"].delete(CACHE_PREFIX + keys[0])
+    store_class(STOCK_CACHE)(keys[0]).flush()  # a logout on the new engine
 
-    report = run_json("--from", STOCK_DB, "--to", STOCK_CACHE, "--dry-run")
+    dry_run = run_json("--from", STOCK_DB, "--to", STOCK_CACHE, "--dry-run")
+    report = run_json("--from", STOCK_DB, "--to", STOCK_CACHE)
+    again = run_json("--from", STOCK_DB, "--to", STOCK_CACHE)
 
-    assert (report["copied"], report["existing"]) == (1, 2)
+    assert (dry_run["copied"], dry_run["diverged"], dry_run["unchanged"]) == (0, 1, 2)
+    assert (report["copied"], report["diverged"], report["unchanged"]) == (0, 1, 2)
+    assert (again["copied"], again["diverged"], again["unchanged"]) == (0, 1, 2)
     assert stored(STOCK_CACHE, keys[0]) is None
 
 
@@ -419,7 +426,7 @@ def test_batches(source, destination, db, redis_sessions):
     text = run("--from", source, "--to", destination, "--batch-size", "2", "--dry-run", verbosity=2)
     report = run_json("--from", source, "--to", destination, "--batch-size", "2", verbosity=2)
 
-    assert [line.split(":")[0] for line in text.splitlines()[:-1]] == [
+    assert [line.split(":")[0] for line in text.splitlines() if line.startswith("Batch")] == [
         "Batch 1",
         "Batch 2",
         "Batch 3",
@@ -603,3 +610,178 @@ def test_unreachable_source_is_a_command_error(source, db, redis_down):
     with pytest.raises(CommandError, match="stopped after 0 complete batches"):
         run("--from", source, "--to", OUR_DB)
     assert not Session.objects.exists()
+
+
+# -- a rerun brings the copies up to date, and never resurrects a session ----------------
+
+#: (source, destination) pairs the rerun is tested on: database, cache, Redis and file.
+PAIRS = [
+    (STOCK_DB, OUR_DB),
+    (OUR_DB, OUR_REDIS),
+    (OUR_REDIS, OUR_CACHED_DB),
+    (STOCK_CACHE, STOCK_DB),
+    (STOCK_FILE, STOCK_CACHE),
+]
+
+
+@pytest.fixture(
+    params=PAIRS,
+    ids=[
+        "stock db to db",
+        "db to redis",
+        "redis to cached_db",
+        "stock cache to stock db",
+        "stock file to stock cache",
+    ],
+)
+def pair(request, db, redis_sessions, file_sessions):
+    return request.param
+
+
+def change(engine: str, key: str, data: dict[str, Any]) -> None:
+    """Change a session through *engine*, as a request to a site on it would."""
+    session = store_class(engine)(key)
+    session.load()
+    session.update(data)
+    session.save()
+
+
+def end(engine: str, key: str) -> None:
+    """End a session on *engine*, as a logout or a revocation would."""
+    store_class(engine)().delete(key)
+
+
+def test_a_rerun_carries_logouts_and_changes_made_at_the_source(pair):
+    source, destination = pair
+    gone, changed, same = (create(source, {"n": n}) for n in range(3))
+    first = run_json("--from", source, "--to", destination)
+    end(source, gone)  # logged out before the switch
+    change(source, changed, {"n": "changed"})
+
+    dry_run = run_json("--from", source, "--to", destination, "--dry-run")
+    assert stored(destination, gone) is not None  # the dry run wrote nothing
+    rerun = run_json("--from", source, "--to", destination)
+    again = run_json("--from", source, "--to", destination)
+
+    assert first["copied"] == 3
+    for report in (dry_run, rerun):
+        assert (report["removed"], report["updated"], report["unchanged"]) == (1, 1, 1)
+    assert (again["removed"], again["updated"], again["unchanged"]) == (0, 0, 2)
+    assert stored(destination, gone) is None
+    assert stored(destination, changed)[0] == {"n": "changed"}
+    assert stored(destination, same)[0] == {"n": 2}
+
+
+def test_a_rerun_never_undoes_what_happened_at_the_destination(pair):
+    source, destination = pair
+    logged_out, used, renewed = (create(source, {"n": n}) for n in range(3))
+    run("--from", source, "--to", destination)
+    # After the switch: traffic on the new engine.
+    end(destination, logged_out)
+    change(destination, used, {"n": "new engine"})
+    # Meanwhile the old engine still held its own versions of them.
+    change(source, used, {"n": "old engine"})
+    end(source, renewed)
+    change(destination, renewed, {"n": "renewed on the new engine"})
+
+    report = run_json("--from", source, "--to", destination)
+
+    assert (report["copied"], report["updated"], report["removed"]) == (0, 0, 0)
+    assert report["diverged"] == 3
+    assert stored(destination, logged_out) is None
+    assert stored(destination, used)[0] == {"n": "new engine"}
+    assert stored(destination, renewed)[0] == {"n": "renewed on the new engine"}
+
+
+def test_a_rerun_copies_what_is_new_and_leaves_the_destinations_own_sessions(pair):
+    source, destination = pair
+    run("--from", source, "--to", destination, "--dry-run")  # nothing copied yet
+    first = create(source, {"n": "first"})
+    run("--from", source, "--to", destination)
+    new = create(source, {"n": "new"})  # a login on the old engine before the switch
+    own = create(destination, {"n": "the destination's own"})
+
+    report = run_json("--from", source, "--to", destination)
+
+    assert (report["copied"], report["unchanged"], report["removed"]) == (1, 1, 0)
+    assert stored(destination, new)[0] == {"n": "new"}
+    assert stored(destination, own)[0] == {"n": "the destination's own"}
+    assert stored(destination, first)[0] == {"n": "first"}
+
+
+def test_a_copy_kept_alive_by_the_destination_outlives_its_source(db, redis_sessions):
+    key = create(STOCK_DB, {"n": 1}, expires_in=timedelta(seconds=30))
+    run("--from", STOCK_DB, "--to", OUR_DB)
+    # The new engine extended the copy (a save with the same data); the old one expired it.
+    Session.objects.filter(pk=key).update(expire_date=timezone.now() + timedelta(days=1))
+    StockSession.objects.filter(pk=key).update(expire_date=timezone.now() - timedelta(seconds=1))
+    from django_sessionkit.models import CopiedSession
+
+    CopiedSession.objects.update(expire_date=timezone.now() + timedelta(seconds=5))
+
+    with_past = timezone.now() + timedelta(seconds=10)
+    with time_machine.travel(with_past, tick=False):
+        report = run_json("--from", STOCK_DB, "--to", OUR_DB)
+
+    assert report["removed"] == 0
+    assert stored(OUR_DB, key)[0] == {"n": 1}
+
+
+def test_the_record_of_copies_holds_no_session_key(db, redis_sessions):
+    from django_sessionkit.models import CopiedSession
+
+    keys = [create(STOCK_DB, {"n": n}) for n in range(2)]
+
+    run("--from", STOCK_DB, "--to", STOCK_CACHE)
+
+    rows = list(CopiedSession.objects.values_list(flat=False))
+    assert len(rows) == 2
+    assert not any(key in str(row) for row in rows for key in keys)
+
+
+@pytest.mark.parametrize(
+    ("source", "destination"),
+    [(OUR_DB, OUR_REDIS), (OUR_REDIS, OUR_DB), (OUR_REDIS, OUR_CACHED_DB)],
+)
+def test_copies_between_our_engines_keep_ip_user_agent_created_and_activity(
+    source, destination, db, redis_sessions, user
+):
+    from django_sessionkit.backends.base import RequestMetadata
+    from django_sessionkit.inventory import get_inventory
+
+    created = timezone.now() - timedelta(days=3)
+    with time_machine.travel(created, tick=False):
+        store = store_class(source)()
+        store.set_request_metadata(RequestMetadata("203.0.113.9", "Firefox/133.0"))
+        store.update(login_data(user))
+        store.save()
+    with time_machine.travel(created + timedelta(days=1), tick=False):
+        store = store_class(source)(store.session_key)
+        store.load()
+        store.touch_activity(timezone.now())
+    (original,) = get_inventory(source).page()
+
+    run("--from", source, "--to", destination)
+
+    (copy,) = get_inventory(destination).page()
+    assert copy.public_id == original.public_id
+    assert (copy.user_id, copy.ip, copy.user_agent) == (
+        str(user.pk),
+        "203.0.113.9",
+        "Firefox/133.0",
+    )
+    assert abs(copy.created_at - created) < timedelta(milliseconds=1)
+    assert abs(copy.last_activity - (created + timedelta(days=1))) < timedelta(milliseconds=1)
+
+
+def test_an_unreadable_source_session_is_counted_not_copied(db, redis_sessions):
+    keys = [create(OUR_REDIS, {"n": n}) for n in range(3)]
+    keyspace = Keyspace("redis")
+    keyspace.client().hset(keyspace.session(storage_ids(keys[0])[0]), "e", "never")
+
+    report = run_json("--from", OUR_REDIS, "--to", OUR_DB)
+    text = run("--from", OUR_REDIS, "--to", STOCK_DB)
+
+    assert (report["copied"], report["unreadable"]) == (2, 1)
+    assert stored(OUR_DB, keys[0]) is None
+    assert "unreadable (see the log): 1" in text

@@ -71,6 +71,21 @@ class RequestMetadata:
         object.__setattr__(self, "user_agent", user_agent[:USER_AGENT_MAX_LENGTH])
 
 
+@dataclass(frozen=True)
+class CopiedMetadata:
+    """A session's metadata as another engine recorded it, to be written as it is.
+
+    ``migratesessions`` hands it to the destination's store, so that a copy keeps
+    its IP address, user agent, creation time and last activity. A field that the
+    source did not record is None: the destination records it as for a new save.
+    """
+
+    ip: str | None = None
+    user_agent: str = ""
+    created_at: datetime | None = None
+    last_activity: datetime | None = None
+
+
 class SessionKitStore:
     """Mixin for session stores that record user, IP, user agent and activity.
 
@@ -81,11 +96,17 @@ class SessionKitStore:
     """
 
     request_metadata: RequestMetadata | None = None
+    #: What the next save writes as the metadata instead of the request's and now.
+    copied_metadata: CopiedMetadata | None = None
     #: ``last_activity`` of the stored session as loaded, None before a load.
     loaded_activity: datetime | None = None
 
     def set_request_metadata(self, metadata: RequestMetadata) -> None:
         self.request_metadata = metadata
+
+    def set_copied_metadata(self, metadata: CopiedMetadata) -> None:
+        """Write *metadata* (from a copy of the session elsewhere) with the next save."""
+        self.copied_metadata = metadata
 
     @staticmethod
     def user_id_from(data: dict[str, Any]) -> str | None:

@@ -87,19 +87,25 @@ class ModelMetadataMixin(SessionKitStore, _StoreBase):
         """Add the metadata to the instance Django's ``save()`` is about to write."""
         obj.public_id = public_id(obj.session_key)
         obj.user_id = self._user_pk(data)  # type: ignore[attr-defined, unused-ignore]
-        obj.last_activity = self.loaded_activity = timezone.now()
-        in_request = self.request_metadata is not None
-        metadata = self.request_metadata if in_request else self._stored_metadata
+        copied = self.copied_metadata
+        now = timezone.now()
+        obj.last_activity = self.loaded_activity = (copied and copied.last_activity) or now
+        if copied is not None and copied.created_at is not None:
+            obj.created_at = copied.created_at
+        given = self.request_metadata or copied
+        metadata = given or self._stored_metadata
         if metadata is not None:
             obj.ip, obj.user_agent = metadata.ip, metadata.user_agent
-        if in_request or self._inserting:
+        if given is not None or self._inserting:
             self._stored_metadata = RequestMetadata(ip=obj.ip, user_agent=obj.user_agent)
         if not self._inserting:
             # Django updates with force_update and no field list, which would
             # overwrite created_at, and IP / user agent with blanks when the
             # store is used outside a request. Bind the field list to this one
             # instance's save() so that Django's save() keeps its error handling.
-            fields = UPDATE_FIELDS + (REQUEST_FIELDS if in_request else ())
+            fields = UPDATE_FIELDS + (REQUEST_FIELDS if given is not None else ())
+            if copied is not None and copied.created_at is not None:
+                fields += ("created_at",)
             obj.save = partial(obj.save, update_fields=fields)  # type: ignore[method-assign]
         return obj
 

@@ -362,12 +362,16 @@ end
 
 # ARGV: base, mode ("create" | "update"), public id, now, ttl (s), expiry, user
 # id, user digest, data, session key, "1" when ip/ua are given, ip, user agent,
-# public id the session was loaded under (another secret) or "".
+# public id the session was loaded under (another secret) or "", then the
+# creation time and last activity to write instead of the stored one and now
+# (a copy from another engine), or "".
 # Returns 1 when saved, 0 when "create" found the session (CreateError), -1
 # when "update" did not find it (UpdateError).
 SAVE = """
 local mode, pid, now, ttl, e = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local uid, h, moved = ARGV[7], ARGV[8], ARGV[14]
+local activity = now
+if ARGV[16] ~= '' then activity = ARGV[16] end
 local key = skey(pid)
 local exists = redis.call('EXISTS', key) == 1
 if mode == 'create' and exists then return 0 end
@@ -391,7 +395,8 @@ if ttl <= 0 then
   prune(now, PRUNE, true)
   return 1
 end
-redis.call('HSET', key, 'd', ARGV[9], 'k', ARGV[10], 'a', now, 'e', e, 'c', created or now)
+if ARGV[15] ~= '' then created = ARGV[15] end
+redis.call('HSET', key, 'd', ARGV[9], 'k', ARGV[10], 'a', activity, 'e', e, 'c', created or now)
 if uid ~= '' then
   redis.call('HSET', key, 'u', uid, 'h', h)
 else
@@ -900,11 +905,13 @@ class SessionStore(SessionKitStore, SessionBase):
         except UNAVAILABLE as exc:
             raise self._unavailable(action, exc, outcome_unknown=True) from exc
 
-    def _meta_args(self) -> list[str]:
-        metadata = self.request_metadata
-        if metadata is None:
-            return ["0", "", ""]
-        return ["1", metadata.ip or "", metadata.user_agent]
+    def _meta_args(self) -> tuple[list[str], list[str]]:
+        """Return the SAVE script's metadata arguments: ip and user agent, then times."""
+        copied = self.copied_metadata
+        metadata = self.request_metadata or copied
+        given = ["0", "", ""] if metadata is None else ["1", metadata.ip or "", metadata.user_agent]
+        moments = (None, None) if copied is None else (copied.created_at, copied.last_activity)
+        return given, ["" if moment is None else str(to_ms(moment)) for moment in moments]
 
     # -- SessionBase --
 
@@ -995,6 +1002,7 @@ class SessionStore(SessionKitStore, SessionBase):
         user_id = self.user_id_from(data)
         pid = storage_ids(self.session_key)[0]
         moved = "" if must_create or self._stored_pid in (None, pid) else self._stored_pid
+        metadata, moments = self._meta_args()
         result = self._write(
             "save",
             SAVE_SCRIPT,
@@ -1007,15 +1015,17 @@ class SessionStore(SessionKitStore, SessionBase):
             "" if user_id is None else user_digest(user_id),
             self.serialize_data(data),
             self.session_key,
-            *self._meta_args(),
+            *metadata,
             moved,
+            *moments,
         )
         if result == 0:
             raise CreateError
         if result == -1:
             raise UpdateError
         self._stored_pid = pid
-        self.loaded_activity = now
+        copied = self.copied_metadata
+        self.loaded_activity = (copied and copied.last_activity) or now
 
     async def asave(self, must_create: bool = False) -> None:
         await sync_to_async(self.save, thread_sensitive=False)(must_create)

@@ -165,8 +165,15 @@ class SessionInventory(abc.ABC):
     unreadable: int = 0
 
     def skip_unreadable(self, entry: str, reason: str) -> None:
-        """Count the unreadable stored session *entry* (a public id), logging it once."""
-        self.unreadable += 1
+        """Count the unreadable stored session *entry* (a public id), logging it once.
+
+        An entry met again (a dry run counts, then lists) is counted once.
+        """
+        seen: set[str] = self.__dict__.setdefault("_unreadable_entries", set())
+        if entry in seen:
+            return
+        seen.add(entry)
+        self.unreadable = len(seen)
         message = "Skipping the unreadable session %s of %s: %s"
         warn_unreadable(logger, entry, message, entry, self.engine, reason)
 

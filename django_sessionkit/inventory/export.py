@@ -26,6 +26,7 @@ from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured, Vali
 from django.db import models, router
 from django.utils import timezone
 
+from django_sessionkit.backends.base import CopiedMetadata, warn_unreadable
 from django_sessionkit.inventory import OUR_REDIS_ENGINE, extends, store_class_of
 from django_sessionkit.inventory.base import InventoryUnavailable
 
@@ -44,11 +45,13 @@ SIGNED_COOKIES = "django.contrib.sessions.backends.signed_cookies"
 
 @dataclass(frozen=True)
 class ExportedSession:
-    """One unexpired session as its engine stores it."""
+    """One unexpired session as its engine stores it, with the metadata it recorded."""
 
     session_key: str = field(repr=False)
     data: dict[str, Any] = field(repr=False)
     expire_date: datetime
+    #: IP, user agent, creation and last activity, from engines that record them.
+    metadata: CopiedMetadata | None = None
 
     @property
     def user_id(self) -> str | None:
@@ -77,37 +80,57 @@ def session_model(engine: str) -> type[models.Model] | None:
     return model
 
 
-def iter_sessions(engine: str, *, batch_size: int) -> Iterator[list[ExportedSession]]:
-    """Yield the unexpired sessions of *engine* in lists of at most *batch_size*.
+class Export:
+    """The unexpired sessions of an engine, in lists of at most *batch_size* when iterated.
+
+    Stored sessions that cannot be read (a corrupt Redis hash) are skipped and
+    counted in :attr:`unreadable`.
+    """
+
+    def __init__(self, engine: str, batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1.")
+        self.engine = engine
+        self.batch_size = batch_size
+        self.unreadable = 0
+        self._sessions = self._reader()
+
+    def __iter__(self) -> Iterator[list[ExportedSession]]:
+        return _batched(self._sessions, self.batch_size)
+
+    def _reader(self) -> Iterator[ExportedSession]:
+        """Return the stream of the engine's sessions; check that it can be read first."""
+        engine = self.engine
+        store = store_class(engine)
+        if extends(store, SIGNED_COOKIES):
+            raise InventoryUnavailable(
+                f"The session engine {engine!r} stores each session in the browser's cookie; "
+                f"the server keeps no copy of them, so there is nothing to read."
+            )
+        if extends(store, STOCK_DB):
+            return _model_sessions(store, self.batch_size)
+        if extends(store, STOCK_FILE):
+            return _file_sessions(engine)
+        if extends(store, OUR_REDIS_ENGINE):
+            from django_sessionkit.backends.redis import Keyspace
+
+            _redis_cache(engine)
+            return _our_redis_stream(self, Keyspace(settings.SESSION_CACHE_ALIAS), store)
+        if extends(store, STOCK_CACHE):
+            return _cache_sessions(_redis_cache(engine), store)
+        raise InventoryUnavailable(
+            f"django_sessionkit does not know how to read the sessions of the engine {engine!r}."
+        )
+
+
+def iter_sessions(engine: str, *, batch_size: int) -> Export:
+    """Return the unexpired sessions of *engine*, iterated in lists of at most *batch_size*.
 
     Raise :class:`InventoryUnavailable` (before yielding anything) when the
     engine's sessions cannot be listed: signed cookies, a cache other than
     django-redis, an engine this module does not know.
     """
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1.")
-    return _batched(_reader(engine, batch_size), batch_size)
-
-
-def _reader(engine: str, page_size: int) -> Iterator[ExportedSession]:
-    """Return the stream of *engine*'s sessions; check that it can be read first."""
-    store = store_class(engine)
-    if extends(store, SIGNED_COOKIES):
-        raise InventoryUnavailable(
-            f"The session engine {engine!r} stores each session in the browser's cookie; "
-            f"the server keeps no copy of them, so there is nothing to read."
-        )
-    if extends(store, STOCK_DB):
-        return _model_sessions(store, page_size)
-    if extends(store, STOCK_FILE):
-        return _file_sessions(engine)
-    if extends(store, OUR_REDIS_ENGINE):
-        return _our_redis_sessions(_redis_cache(engine), store)
-    if extends(store, STOCK_CACHE):
-        return _cache_sessions(_redis_cache(engine), store)
-    raise InventoryUnavailable(
-        f"django_sessionkit does not know how to read the sessions of the engine {engine!r}."
-    )
+    return Export(engine, batch_size)
 
 
 def _batched(
@@ -150,21 +173,29 @@ def _model_sessions(store: type[SessionBase], page_size: int) -> Iterator[Export
     cursor stays open while the caller writes elsewhere (possibly on the same
     connection, possibly inside a transaction).
     """
+    from django_sessionkit.inventory.model import has_metadata
+
     model = store.get_model_class()  # type: ignore[attr-defined]
     decode = _decoder(store)
     now = timezone.now()
+    metadata = ("ip", "user_agent", "created_at", "last_activity") if has_metadata(model) else ()
     rows = (
         model._default_manager.using(router.db_for_read(model))
         .filter(expire_date__gt=now)
         .order_by("pk")
-        .values_list("session_key", "session_data", "expire_date")
+        .values_list("session_key", "session_data", "expire_date", *metadata)
     )
     last_key: str | None = None
     while True:
         page = rows if last_key is None else rows.filter(pk__gt=last_key)
         chunk = list(page[:page_size])
-        for session_key, session_data, expire_date in chunk:
-            yield ExportedSession(session_key, decode(session_data), expire_date)
+        for session_key, session_data, expire_date, *recorded in chunk:
+            yield ExportedSession(
+                session_key,
+                decode(session_data),
+                expire_date,
+                CopiedMetadata(*recorded) if recorded else None,
+            )
         if len(chunk) < page_size:
             return
         last_key = chunk[-1][0]
@@ -251,42 +282,54 @@ def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
-def _our_redis_sessions(cache: Any, store: type[SessionBase]) -> Iterator[ExportedSession]:
-    """Check the cache, then stream the sessions of django_sessionkit's redis engine."""
-    from django_sessionkit.backends.redis import Keyspace
-
-    keyspace = Keyspace(settings.SESSION_CACHE_ALIAS)
-    return _our_redis_stream(keyspace, store)
-
-
-def _our_redis_stream(keyspace: Any, store: type[SessionBase]) -> Iterator[ExportedSession]:
+def _our_redis_stream(
+    export: Export, keyspace: Any, store: type[SessionBase]
+) -> Iterator[ExportedSession]:
     """Yield the sessions of our redis engine: one hash per session, found by SCAN.
 
-    Each hash holds the session key (``k``), the serialized data (``d``) and the
-    expiry (``e``). SCAN rather than a walk of the expiry index: the index's
-    chunks split and merge while the site runs, and a walk by rank could then
-    skip sessions, whereas SCAN returns every session that lives throughout.
+    Each hash holds the session key (``k``), the serialized data (``d``), the
+    expiry (``e``) and the metadata. SCAN rather than a walk of the expiry
+    index: the index's chunks split and merge while the site runs, and a walk
+    by rank could then skip sessions, whereas SCAN returns every session that
+    lives throughout. A hash that is not a readable session is counted in the
+    export's ``unreadable`` and skipped.
     """
-    from django_sessionkit.backends.redis import from_ms, to_ms
+    from redis.exceptions import ResponseError
+
+    from django_sessionkit.backends.redis import from_ms, text
 
     redis = keyspace.client(write=False)
     reader: Any = store()  # the engine stores its own (unsigned) serialization
-    pattern = _glob_escape(keyspace.session("")) + "*"
+    prefix = keyspace.session("")
+    pattern = _glob_escape(prefix) + "*"
     for names in _scan(redis, pattern):
         pipe = redis.pipeline(transaction=False)
         for name in names:
-            pipe.hmget(name, ("k", "d", "e"))
-        replies = pipe.execute()
-        now = to_ms(timezone.now())
-        for session_key, session_data, expiry in replies:
-            if session_key is None or session_data is None or expiry is None:
+            pipe.hmget(name, ("k", "d", "e", "ip", "ua", "c", "a"))
+        replies = pipe.execute(raise_on_error=False)
+        now = timezone.now()
+        for name, reply in zip(names, replies, strict=True):
+            pid = name.decode()[len(prefix) :]
+            if not isinstance(reply, ResponseError) and all(value is None for value in reply):
                 continue  # gone meanwhile
-            if int(expiry) <= now:
+            try:
+                if isinstance(reply, ResponseError):
+                    raise ValueError("not a hash")
+                session_key, session_data, expiry, ip, user_agent, created, activity = reply
+                expire_date = from_ms(expiry)
+                if session_key is None or session_data is None or expire_date is None:
+                    raise ValueError("no key, data or expiry")
+                recorded = CopiedMetadata(
+                    text(ip), text(user_agent) or "", from_ms(created), from_ms(activity)
+                )
+            except ValueError as exc:
+                export.unreadable += 1
+                warn_unreadable(logger, pid, "Not copying the unreadable session %s: %s", pid, exc)
+                continue
+            if expire_date <= now:
                 continue  # expired by Django's clock, before Redis's TTL
-            expire_date = from_ms(expiry)
-            assert expire_date is not None
             yield ExportedSession(
-                session_key.decode(), reader.deserialize_data(session_data), expire_date
+                session_key.decode(), reader.deserialize_data(session_data), expire_date, recorded
             )
 
 
