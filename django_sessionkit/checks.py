@@ -140,9 +140,10 @@ def check_middleware(
                 f"MIDDLEWARE holds {len(session_middlewares)} session middlewares: "
                 f"{', '.join(repr(entry) for entry in session_middlewares)}.",
                 hint=(
-                    f"Each saves the session at the end of a request, and the second "
-                    f"overwrites what the first recorded. Keep one: '{OUR_MIDDLEWARE}' "
-                    f"replaces '{SESSIONS_APP}.middleware.SessionMiddleware'."
+                    f"Both save the session, so every change is written twice, and what "
+                    f"they save may lack the IP address and user agent that "
+                    f"SessionKitMiddleware recorded. Keep one: '{OUR_MIDDLEWARE}' replaces "
+                    f"'{SESSIONS_APP}.middleware.SessionMiddleware'."
                 ),
                 id="sessionkit.E006",
             )
@@ -206,7 +207,7 @@ def check_redis_cache(
         f"{OUR_REDIS_ENGINE} stores sessions through django-redis: point SESSION_CACHE_ALIAS "
         f"at a cache whose BACKEND is '{REDIS_CACHE}'."
     )
-    config = settings.CACHES.get(alias)
+    config: dict[str, Any] | None = settings.CACHES.get(alias)
     if config is None:
         return [
             Error(
@@ -236,8 +237,8 @@ def check_redis_cache(
                     "Every write of a session changes the session's hash and its index "
                     "entries in one Lua script, atomically, and the sharded client puts "
                     "keys on different servers by key, where one script cannot reach them "
-                    "all. Keep sessions in a cache on one server (the default or the herd "
-                    "client, or Sentinel for failover)."
+                    "all. Keep sessions in a cache on one server, with django-redis's default "
+                    "or herd client."
                 ),
                 id="sessionkit.E008",
             )

@@ -56,7 +56,7 @@ _VALUE_END = {"assigned": re.compile(r"[&;\r\n]"), "field": re.compile(r"[\r\n]"
 
 def is_secret(key: object, patterns: Iterable[str]) -> bool:
     """Return whether *key* contains one of *patterns*, ignoring case."""
-    if key in NOT_SECRET:
+    if isinstance(key, str) and key in NOT_SECRET:
         return False
     name = str(key).casefold()
     return any(pattern.casefold() in name for pattern in patterns if pattern)
@@ -125,7 +125,7 @@ def _redact(value: Any, patterns: tuple[str, ...], depth: int) -> Any:
 
 
 def _is_secret_pair(value: Any, patterns: tuple[str, ...]) -> bool:
-    # [["password", "..."]]: what dict.items() or a form's cleaned pairs become.
+    # [["password", "..."]]: what a dict's items become when stored as a list.
     return (
         isinstance(value, (list, tuple))
         and len(value) == 2
