@@ -4,31 +4,50 @@ Each property reads ``django.conf.settings`` when it is first accessed and
 keeps the value until a ``SESSIONKIT_*`` setting changes (``setting_changed``,
 as ``override_settings`` sends it), so settings are read once, not on every
 request, and tests that override them still see the new values.
+
+Values are returned as the settings give them, never converted: the system
+checks (:mod:`django_sessionkit.checks`) reject a value of the wrong type at
+start-up, and the code that uses a setting decides what a wrong value means
+at run time (see the settings page of the docs).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
 
+#: What Django's debug page hides (``hidden_settings``), and more that sites
+#: keep in sessions: passwords, one-time codes, PKCE verifiers, private keys.
 DEFAULT_REDACT = (
-    "password",
-    "passwd",
-    "secret",
+    "api",
+    "auth",
     "token",
-    "api_key",
-    "apikey",
-    "api-key",
-    "hash",
+    "key",
+    "secret",
+    "pass",
+    "signature",
+    "cookie",
+    "pwd",
+    "otp",
+    "pin",
+    "verifier",
+    "private",
     "csrf",
-    "_auth_user_hash",
+    "hash",
 )
+DEFAULT_ACTIVITY_INTERVAL = 60
+
+
+def is_whole_number(value: object) -> bool:
+    """Return whether *value* is an ``int`` of zero or more (``True`` and ``"60"`` are not)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class Settings:
-    """Typed, lazy access to the ``SESSIONKIT_*`` settings."""
+    """Lazy access to the ``SESSIONKIT_*`` settings, as given."""
 
     _cache: dict[str, Any]
 
@@ -49,32 +68,32 @@ class Settings:
     @property
     def ACTIVITY_INTERVAL(self) -> int:
         """Seconds between two writes of a session's ``last_activity``."""
-        return int(self._get("ACTIVITY_INTERVAL", 60))
+        return self._get("ACTIVITY_INTERVAL", DEFAULT_ACTIVITY_INTERVAL)
 
     @property
     def TRUSTED_PROXY_COUNT(self) -> int:
         """How many reverse proxies in front of the site append to X-Forwarded-For."""
-        return int(self._get("TRUSTED_PROXY_COUNT", 0))
+        return self._get("TRUSTED_PROXY_COUNT", 0)
 
     @property
     def STORE_IP(self) -> str:
         """``"full"``, ``"truncated"`` (/24 and /48) or ``"none"``."""
-        return str(self._get("STORE_IP", "full"))
+        return self._get("STORE_IP", "full")
 
     @property
     def STORE_USER_AGENT(self) -> bool:
         """Whether to record the browser's user agent."""
-        return bool(self._get("STORE_USER_AGENT", True))
+        return self._get("STORE_USER_AGENT", True)
 
     @property
     def REDIS_PREFIX(self) -> str:
         """Prefix of every key the redis engine writes (inside the cache's own prefix)."""
-        return str(self._get("REDIS_PREFIX", "sessionkit"))
+        return self._get("REDIS_PREFIX", "sessionkit")
 
     @property
-    def REDACT(self) -> tuple[str, ...]:
+    def REDACT(self) -> Sequence[str]:
         """Session keys whose values are never shown (case-insensitive substrings)."""
-        return tuple(self._get("REDACT", DEFAULT_REDACT))
+        return self._get("REDACT", DEFAULT_REDACT)
 
 
 conf = Settings()

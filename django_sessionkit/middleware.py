@@ -15,7 +15,7 @@ from django_sessionkit.backends.base import (
     SessionKitStore,
     SessionStorageUnavailable,
 )
-from django_sessionkit.conf import conf
+from django_sessionkit.conf import conf, is_whole_number
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,9 @@ def client_ip(request: HttpRequest) -> str | None:
     """
     address = request.META.get("REMOTE_ADDR")
     proxies = conf.TRUSTED_PROXY_COUNT
-    if proxies > 0:
+    # A count of the wrong type trusts no proxy: better the proxy's address
+    # than one a client chose.
+    if is_whole_number(proxies) and proxies > 0:
         header = request.META.get("HTTP_X_FORWARDED_FOR", "")
         forwarded = [part.strip() for part in header.split(",") if part.strip()]
         if len(forwarded) >= proxies:
@@ -77,7 +79,8 @@ def stored_ip(address: str | None) -> str | None:
 
 def request_metadata(request: HttpRequest) -> RequestMetadata:
     """Return what the settings allow us to record about *request*."""
-    user_agent = request.META.get("HTTP_USER_AGENT", "") if conf.STORE_USER_AGENT else ""
+    # Only True stores it: "no" or 0 may well mean no.
+    user_agent = request.META.get("HTTP_USER_AGENT", "") if conf.STORE_USER_AGENT is True else ""
     return RequestMetadata(ip=stored_ip(client_ip(request)), user_agent=user_agent)
 
 

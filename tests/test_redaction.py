@@ -4,6 +4,12 @@ import json
 from datetime import datetime
 from datetime import timezone as dt_timezone
 
+import pytest
+from django.contrib.messages.storage.base import Message
+from django.contrib.messages.storage.cookie import MessageEncoder
+from django.contrib.messages.storage.session import SessionStorage
+from django.test import RequestFactory
+
 from django_sessionkit.conf import DEFAULT_REDACT
 from django_sessionkit.redaction import MASK, MAX_DEPTH, TRUNCATED, is_secret, redact, to_json
 
@@ -26,16 +32,36 @@ def test_default_patterns_cover_what_sites_keep_in_sessions():
         "api-key": "e",
         "_csrftoken": "f",
         "password_reset_hash": "g",
+        "oauth_state": "h",
+        "pkce_code_verifier": "i",
+        "private_key": "j",
+        "user_pwd": "k",
+        "otp_seed": "l",
+        "pin": "m",
+        "Signature": "n",
+        "remember_cookie": "o",
+        "cart": "p",
+        "theme": "q",
     }
 
     shown = redact(data)
 
     assert shown["_auth_user_id"] == "1"
     assert shown["_auth_user_backend"] == "django.contrib.auth.backends.ModelBackend"
+    assert (shown["cart"], shown["theme"]) == ("p", "q")
     assert {key for key, value in shown.items() if value == MASK} == set(data) - {
         "_auth_user_id",
         "_auth_user_backend",
+        "cart",
+        "theme",
     }
+
+
+def test_default_patterns_hide_what_djangos_debug_page_hides():
+    for name in ("API", "AUTH", "TOKEN", "KEY", "SECRET", "PASS", "SIGNATURE", "HTTP_COOKIE"):
+        assert is_secret(f"x_{name.lower()}_y", DEFAULT_REDACT), name
+    for name in ("pwd", "otp", "pin", "verifier", "private", "csrf", "hash"):
+        assert is_secret(name.upper(), DEFAULT_REDACT), name
 
 
 def test_matches_substrings_ignoring_case():
@@ -115,3 +141,142 @@ def test_to_json_pretty_prints_values_json_cannot_hold():
     assert json.loads(text) == {"when": str(moment), "password": MASK, "name": "Zoë"}
     assert text.startswith('{\n  "when"')
     assert "rootpass" not in text
+
+
+# -- secrets inside values -------------------------------------------------------
+
+
+def test_hides_secrets_inside_a_json_string_and_keeps_it_a_string():
+    response = json.dumps({"access_token": "at-1", "scope": "read", "id": {"secret": "s"}})
+
+    shown = redact({"provider_response": response})["provider_response"]
+
+    assert isinstance(shown, str)
+    assert json.loads(shown) == {"access_token": MASK, "scope": "read", "id": {"secret": MASK}}
+
+
+def test_hides_secrets_inside_a_json_array_string():
+    shown = redact({"history": '[{"password": "pw-1"}, "plain"]'})["history"]
+
+    assert json.loads(shown) == [{"password": MASK}, "plain"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"a":1,  "b": [1, 2]}', "[1,2]", '"quoted"', "{not json", "12", "", "plain text"],
+)
+def test_strings_without_secrets_stay_exactly_as_they_were(text):
+    assert redact({"value": text}) == {"value": text}
+
+
+def test_json_strings_inside_json_strings():
+    inner = json.dumps({"token": "deep-1"})
+
+    shown = redact({"outer": json.dumps({"payload": inner})})["outer"]
+
+    assert json.loads(json.loads(shown)["payload"]) == {"token": MASK}
+
+
+def test_hides_the_value_of_secret_key_value_pairs():
+    data = {
+        "pairs": [["password", "pw-1"], ["user", "bob"], ("api_key", "k-1")],
+        "not_a_pair": ["password", "x", "y"],
+        "items": [["token", {"nested": "t-1"}]],
+    }
+
+    assert redact(data) == {
+        "pairs": [["password", MASK], ["user", "bob"], ["api_key", MASK]],
+        "not_a_pair": ["password", "x", "y"],
+        "items": [["token", MASK]],
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("username=bob&password=pw-1", f"username=bob&password={MASK}"),
+        ("a=1; token=t-1; b=2", f"a=1; token={MASK}; b=2"),
+        ("?code=c&state=s&access_token=t-1", f"?code=c&state=s&access_token={MASK}"),
+        ("pass%77ord=pw-1&x=1", f"pass%77ord={MASK}&x=1"),
+        ("next=/cart?token=t-1&page=2", f"next=/cart?token={MASK}&page=2"),
+        ("secret=a=b==&ok=1", f"secret={MASK}&ok=1"),
+        ("password=&user=bob", "password=&user=bob"),
+    ],
+)
+def test_hides_secret_values_in_key_value_text(text, shown):
+    assert redact({"value": text}) == {"value": shown}
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("Authorization: Bearer abc.def", f"Authorization: {MASK}"),
+        (
+            "Accept: text/html\nX-Api-Key: k-1\nHost: example.com",
+            f"Accept: text/html\nX-Api-Key: {MASK}\nHost: example.com",
+        ),
+        ("{'password': 'pw-1'}", f"{{'password': {MASK}"),
+        ("at 10:30, user: bob", "at 10:30, user: bob"),
+        ("see https://example.com/a?b=c", "see https://example.com/a?b=c"),
+    ],
+)
+def test_hides_secret_values_in_key_colon_value_text(text, shown):
+    assert redact({"value": text}) == {"value": shown}
+
+
+def test_hides_secrets_in_messages_stored_by_the_messages_framework():
+    request = RequestFactory().get("/")
+    request.session = {}
+    storage = SessionStorage(request)
+    storage.add(25, "Your new API token: t-1")
+    storage.add(20, "Saved.", extra_tags="reset password=pw-1")
+    storage.add(30, "Nothing secret here")
+    storage.update(None)
+
+    shown = json.loads(redact(request.session)["_messages"])
+
+    assert [entry[:4] for entry in shown] == [
+        [MessageEncoder.message_key, 0, 25, f"Your new API token: {MASK}"],
+        [MessageEncoder.message_key, 0, 20, "Saved."],
+        [MessageEncoder.message_key, 0, 30, "Nothing secret here"],
+    ]
+    assert shown[1][4] == f"reset password={MASK}"  # the extra tags
+
+
+def test_hides_secrets_in_message_objects():
+    data = {"kept": [Message(25, "otp=123456", extra_tags="a=1; pin=0000"), Message(20, "Hi")]}
+
+    shown = redact(data)["kept"]
+
+    assert shown == [Message(25, f"otp={MASK}"), Message(20, "Hi")]
+    assert shown[0].extra_tags == f"a=1; pin={MASK}"
+    assert "123456" not in to_json(data)
+
+
+def test_to_json_hides_secrets_in_values_shown_as_text():
+    class Credentials:
+        def __str__(self) -> str:
+            return "Credentials(user=bob, token=t-1)"
+
+    text = to_json({"creds": Credentials()})
+
+    assert "t-1" not in text
+    assert json.loads(text) == {"creds": f"Credentials(user=bob, token={MASK}"}
+
+
+# -- the setting ---------------------------------------------------------------------
+
+
+def test_a_bare_string_setting_is_one_pattern(settings):
+    settings.SESSIONKIT_REDACT = "password"
+
+    assert redact({"password": "p", "color": "red"}) == {"password": MASK, "color": "red"}
+
+
+@pytest.mark.parametrize("value", [5, None, ["password", 2], [b"password"]])
+def test_patterns_that_are_not_strings_hide_every_value(settings, value, caplog):
+    settings.SESSIONKIT_REDACT = value
+
+    assert redact({"color": "red", "size": [1]}) == {"color": MASK, "size": MASK}
+    assert redact(["a list"]) == MASK
+    assert "every value is hidden" in caplog.text

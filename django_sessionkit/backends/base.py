@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
 
-from django_sessionkit.conf import conf
+from django_sessionkit.conf import DEFAULT_ACTIVITY_INTERVAL, conf, is_whole_number
 
 #: The longest user agent stored; the model's column has this length.
 USER_AGENT_MAX_LENGTH = 512
@@ -124,7 +124,10 @@ class SessionKitStore:
         """Whether this request should write ``last_activity``."""
         if self.loaded_activity is None or self.will_save():
             return False
-        return now - self.loaded_activity >= timedelta(seconds=conf.ACTIVITY_INTERVAL)
+        interval = conf.ACTIVITY_INTERVAL
+        if not is_whole_number(interval):  # sessionkit.E002; it must not break a request
+            interval = DEFAULT_ACTIVITY_INTERVAL
+        return now - self.loaded_activity >= timedelta(seconds=interval)
 
     async def adelete_test_cookie(self) -> None:
         # Django's async twin forgets to mark the session modified, so the
