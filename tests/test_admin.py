@@ -505,7 +505,7 @@ def test_secrets_never_reach_a_page(use_engine, engine, superuser, alice):
     page = unescape(html(pages["detail"]))
     assert f'"api_key": "{MASK}"' in page
     assert f'"token": "{MASK}"' in page
-    assert f'"access_token": "{MASK}"' in page
+    assert f'"oauth": "{MASK}"' in page  # "auth": hidden whole, the token with it
     assert f'"_auth_user_hash": "{MASK}"' in page
     assert '"visible": "shown-value"' in page
     assert f'"_auth_user_id": "{alice.pk}"' in page
