@@ -217,7 +217,7 @@ def test_never_deletes_an_unexpired_session(engine, users):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--batch-size", "0"], "--batch-size must be a positive number, not 0"),
+        (["--batch-size", "0"], "--batch-size must be a positive number, at most 9,223,"),
         (["--batch-size", "-5"], "--batch-size must be a positive number"),
         (["--engine", "no.such.engine"], "Unknown session engine 'no.such.engine'"),
         (["--engine", "django.contrib.sessions"], "is not a session engine"),
@@ -225,11 +225,14 @@ def test_never_deletes_an_unexpired_session(engine, users):
         (["--inactive-for", "0d"], "longer than zero"),
         (["--inactive-for", "thirty days"], "is not a duration"),
         (["--inactive-for", "99999999999999w"], "too long"),
-        (["--sleep", "-1"], "--sleep must be zero or more"),
-        (["--batch-time", "-0.5"], "--batch-time must be zero or more seconds, not -0.5"),
-        (["--batch-time", "nan"], "--batch-time must be zero or more seconds, not nan"),
+        (["--sleep", "-1"], "--sleep must be from 0 to 3,600 seconds, not -1.0"),
+        (["--batch-time", "-0.5"], "--batch-time must be from 0 to 3,600 seconds, not -0.5"),
+        (["--batch-time", "nan"], "--batch-time must be from 0 to 3,600 seconds, not nan"),
         (["--stats", "--batch-time", "1"], "--stats cannot be combined with --batch-time"),
-        (["--max-runtime", "0"], "--max-runtime must be more than zero"),
+        (
+            ["--max-runtime", "0"],
+            "--max-runtime must be a finite number of seconds, more than zero",
+        ),
         (["--fail-if-expired-over", "-1"], "zero or more"),
         (["--user", "nobody-at-all"], "No user has the username or id 'nobody-at-all'"),
         (["--user", "987654"], "No user has the username or id '987654'"),
@@ -243,6 +246,28 @@ def test_never_deletes_an_unexpired_session(engine, users):
         ),
         (["--user", "user0", "--fail-if-expired-over", "3"], "--fail-if-expired-over"),
         (["--engine", STOCK_DB, "--inactive-for", "30d"], "does not record when a session"),
+        # Beyond what a timestamp can be idle for: today an overflow when subtracted from now.
+        (["--inactive-for", "999999w"], "'999999w' is too long: it reaches back before 1970"),
+        # Activity is written once per SESSIONKIT_ACTIVITY_INTERVAL (60 s here).
+        (["--inactive-for", "30s"], "not longer than SESSIONKIT_ACTIVITY_INTERVAL (60 s)"),
+        (["--inactive-for", "1m"], "not longer than SESSIONKIT_ACTIVITY_INTERVAL"),
+        # Every float option refuses inf and nan alike.
+        (["--sleep", "inf"], "--sleep must be from 0 to 3,600 seconds, not inf"),
+        (["--sleep", "nan"], "--sleep must be from 0 to 3,600 seconds, not nan"),
+        (["--sleep", "3601"], "--sleep must be from 0 to 3,600 seconds, not 3601.0"),
+        (["--batch-time", "inf"], "--batch-time must be from 0 to 3,600 seconds, not inf"),
+        # Finite, but the batch sizing would overflow after the first batch.
+        (["--batch-time", "1e308"], "--batch-time must be from 0 to 3,600 seconds, not 1e+308"),
+        (["--max-runtime", "inf"], "--max-runtime must be a finite number of seconds"),
+        (["--max-runtime", "nan"], "--max-runtime must be a finite number of seconds"),
+        # More than a database's LIMIT takes.
+        (
+            ["--batch-size", str(2**63), "--batch-time", "0"],
+            "--batch-size must be a positive number, at most 9,223,372,036,854,775,807, "
+            "not 9223372036854775808",
+        ),
+        # A NUL, which PostgreSQL refuses in a query (no username holds one).
+        (["--user", "bad\x00name"], "No user has the username or id 'bad"),
         (
             ["--engine", STOCK_DB, "--inactive-for", "30d", "--dry-run"],
             "does not record when a session",
@@ -275,6 +300,8 @@ def test_bad_input_exits_non_zero_from_the_shell(tmp_path):
         (["--engine", "no.such.engine"], "Unknown session engine"),
         (["--batch-size", "0"], "--batch-size must be a positive number"),
         (["--inactive-for", "soon"], "is not a duration"),
+        (["--inactive-for", "999999w"], "is too long"),
+        (["--sleep", "inf"], "--sleep must be from 0 to 3,600 seconds, not inf"),
     ):
         result = subprocess.run(
             [*base, *args], env=environment, capture_output=True, text=True, timeout=120
@@ -295,6 +322,24 @@ def test_parse_duration():
     for bad in ("", "30", "d", "-3d", "1.5d", "3 d", "3y", "0s"):
         with pytest.raises(ValueError, match="duration"):
             parse_duration(bad)
+
+
+@pytest.mark.parametrize("engine", [OUR_DB, STOCK_FILE], indirect=True)
+def test_inactive_for_is_longer_than_the_activity_interval(engine, settings, users):
+    """Activity is written at most once per interval: a shorter idle time logs out users."""
+    settings.SESSIONKIT_ACTIVITY_INTERVAL = 3600
+    idle = make(engine, user=users[0], idle=timedelta(hours=3))
+    in_use = make(engine, user=users[0], idle=timedelta(minutes=50))
+
+    for duration in ("30m", "1h", "59m60s"):
+        with pytest.raises(CommandError, match=r"SESSIONKIT_ACTIVITY_INTERVAL \(3,600 s\)"):
+            run("--inactive-for", duration)
+    assert stored(engine, idle)
+    assert stored(engine, in_use)
+
+    run("--inactive-for", "2h")
+    assert not stored(engine, idle)
+    assert stored(engine, in_use)
 
 
 # -- --stats ---------------------------------------------------------------------------

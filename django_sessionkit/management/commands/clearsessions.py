@@ -42,6 +42,7 @@ from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
+from django_sessionkit.conf import conf
 from django_sessionkit.inventory import SessionInventory, extends, get_inventory
 from django_sessionkit.inventory.base import BatchSizer, InventoryUnavailable, Stats
 from django_sessionkit.users import user_pk
@@ -50,8 +51,13 @@ logger = logging.getLogger(__name__)
 
 SIGNED_COOKIES = "django.contrib.sessions.backends.signed_cookies"
 DEFAULT_BATCH_SIZE = 10_000
+#: The largest ``LIMIT`` the databases take (a signed 64-bit integer).
+MAX_BATCH_SIZE = 2**63 - 1
 #: Seconds a batch (one transaction) should take: batches are sized to it.
 BATCH_SECONDS = 0.05
+#: The longest --batch-time and --sleep: a batch is meant to be a short
+#: transaction, and a pause of more than an hour is another schedule.
+MAX_SECONDS = 3600
 #: Seconds a run lasts before a progress bar appears (on a terminal).
 PROGRESS_AFTER = 2.0
 #: A sleep between batches is cut in slices this long, so that a signal ends it.
@@ -201,15 +207,15 @@ class Command(DjangoClearSessions):
             "--batch-time",
             type=float,
             metavar="SECONDS",
-            help=f"How long a batch should take, about (default {BATCH_SECONDS}): batches "
-            f"shrink or grow toward it, up to --batch-size. 0 makes every batch "
-            f"--batch-size sessions.",
+            help=f"How long a batch should take, about (default {BATCH_SECONDS}, at most "
+            f"{MAX_SECONDS:,}): batches shrink or grow toward it, up to --batch-size. 0 makes "
+            f"every batch --batch-size sessions.",
         )
         parser.add_argument(
             "--sleep",
             type=float,
             metavar="SECONDS",
-            help="Pause between batches, to spare a busy database.",
+            help=f"Pause between batches, to spare a busy database (at most {MAX_SECONDS:,}).",
         )
         parser.add_argument(
             "--max-runtime",
@@ -221,7 +227,7 @@ class Command(DjangoClearSessions):
             "--inactive-for",
             metavar="DURATION",
             help="Also delete sessions idle that long, e.g. 30d, 12h, 45m, 90s, 2w "
-            "(engines that record activity only).",
+            "(engines that record activity only; longer than SESSIONKIT_ACTIVITY_INTERVAL).",
         )
         parser.add_argument(
             "--stats",
@@ -274,25 +280,26 @@ class Command(DjangoClearSessions):
 
     def _validate(self, options: dict[str, Any]) -> None:
         batch_size = options["batch_size"]
-        if batch_size is not None and batch_size < 1:
+        if batch_size is not None and not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise CommandError(
-                _("--batch-size must be a positive number, not %(value)s.") % {"value": batch_size}
+                _("--batch-size must be a positive number, at most %(most)s, not %(value)s.")
+                % {"most": number(MAX_BATCH_SIZE), "value": batch_size}
             )
-        batch_time = options["batch_time"]
-        if batch_time is not None and not 0 <= batch_time < math.inf:
-            raise CommandError(
-                _("--batch-time must be zero or more seconds, not %(value)s.")
-                % {"value": batch_time}
-            )
-        sleep = options["sleep"]
-        if sleep is not None and not sleep >= 0:
-            raise CommandError(
-                _("--sleep must be zero or more seconds, not %(value)s.") % {"value": sleep}
-            )
+        # Comparisons with nan are false, so nan fails these as inf does.
+        for option in ("batch_time", "sleep"):
+            seconds = options[option]
+            if seconds is not None and not 0 <= seconds <= MAX_SECONDS:
+                raise CommandError(
+                    _("%(option)s must be from 0 to %(most)s seconds, not %(value)s.")
+                    % {"option": self._flag(option), "most": number(MAX_SECONDS), "value": seconds}
+                )
         max_runtime = options["max_runtime"]
-        if max_runtime is not None and not max_runtime > 0:
+        if max_runtime is not None and not 0 < max_runtime < math.inf:
             raise CommandError(
-                _("--max-runtime must be more than zero seconds, not %(value)s.")
+                _(
+                    "--max-runtime must be a finite number of seconds, more than zero, not "
+                    "%(value)s."
+                )
                 % {"value": max_runtime}
             )
         limit = options["fail_if_expired_over"]
@@ -332,9 +339,30 @@ class Command(DjangoClearSessions):
     def _inactive_delta(text: str) -> timedelta:
         """Return the idle time *text* names, or raise a CommandError saying why it cannot be."""
         try:
-            return parse_duration(text)
+            delta = parse_duration(text)
         except ValueError as error:
             raise CommandError(_("--inactive-for: %(error)s") % {"error": error}) from None
+        # No session was active before 1970 (Unix time); a cutoff further back
+        # overflows dates (999999w) or, on some engines, timestamps.
+        if delta.total_seconds() >= timezone.now().timestamp():
+            raise CommandError(
+                _(
+                    "--inactive-for: the duration %(value)s is too long: it reaches back before "
+                    "1970, and no session has been idle that long."
+                )
+                % {"value": repr(text)}
+            )
+        interval = conf.ACTIVITY_INTERVAL
+        if delta <= timedelta(seconds=interval):
+            raise CommandError(
+                _(
+                    "--inactive-for %(value)s is not longer than SESSIONKIT_ACTIVITY_INTERVAL "
+                    "(%(interval)s s): activity is recorded at most once per interval, so it "
+                    "would delete sessions in use right now."
+                )
+                % {"value": text, "interval": number(interval)}
+            )
+        return delta
 
     def _store_class(self, engine: str) -> type[SessionBase]:
         names = {"engine": repr(engine)}
@@ -380,12 +408,13 @@ class Command(DjangoClearSessions):
     def _resolve_user(self, value: str, inventory: SessionInventory) -> tuple[str, Any]:
         """Return the user id *value* names and its user: a username, else a user id."""
         user_model = get_user_model()
-        try:
-            user = user_model._default_manager.get_by_natural_key(value)
-        except user_model.DoesNotExist:
-            pass
-        else:
-            return str(user.pk), user
+        if "\x00" not in value:  # PostgreSQL refuses NUL in a query; no username has one
+            try:
+                user = user_model._default_manager.get_by_natural_key(value)
+            except user_model.DoesNotExist:
+                pass
+            else:
+                return str(user.pk), user
         user = self._user(value)
         if user is not None:
             return str(user.pk), user
