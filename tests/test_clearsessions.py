@@ -439,6 +439,51 @@ def test_user_by_username_first(engine, django_user_model):
     assert not stored(engine, key_of_named)
 
 
+@pytest.mark.parametrize("engine", [STOCK_DB, STOCK_CACHED_DB, STOCK_FILE], indirect=True)
+def test_revoke_the_sessions_of_a_deleted_user(engine, users):
+    """Django's engines keep a deleted user's sessions: their data still names the user."""
+    alice, bob, _ = users
+    bob_id = bob.pk
+    bobs = [make(engine, user=bob) for _ in range(2)]
+    alices = make(engine, user=alice)
+    bob.delete()
+    assert all(stored(engine, key) for key in bobs)
+
+    out, _ = run("--user", str(bob_id), "--dry-run")
+    assert out == (
+        f"Would revoke 2 sessions of a deleted user (id {bob_id}).\nDry run: nothing was revoked.\n"
+    )
+    report = json.loads(run("--user", str(bob_id), "--format", "json")[0])
+
+    assert report == {
+        "engine": engine,
+        "action": "revoke-user",
+        "dry_run": False,
+        "user_id": str(bob_id),
+        "username": None,
+        "revoked": 2,
+    }
+    assert not any(stored(engine, key) for key in bobs)
+    assert stored(engine, alices)
+    # No user and no sessions left: a clear error.
+    with pytest.raises(CommandError, match=f"No user has the username or id '{bob_id}'"):
+        run("--user", str(bob_id))
+
+
+@pytest.mark.parametrize("engine", [OUR_DB], indirect=True)
+def test_a_deleted_user_without_sessions_is_an_error(engine, users):
+    """Our database engine's sessions go with their user: there is nothing to revoke."""
+    alice, bob, _ = users
+    bob_id = bob.pk
+    make(engine, user=bob)
+    alices = make(engine, user=alice)
+    bob.delete()
+
+    with pytest.raises(CommandError, match=f"No user has the username or id '{bob_id}'"):
+        run("--user", str(bob_id))
+    assert stored(engine, alices)
+
+
 # -- --inactive-for --------------------------------------------------------------------
 
 
@@ -1052,3 +1097,26 @@ def test_stock_cache_on_django_redis(redis_engine, users):
 
     assert "Revoked 2 sessions of user 'user0'" in run("--user", "user0")[0]
     assert [redis_engine().exists(key) for key in keys] == [False, False, True]
+
+
+@pytest.mark.parametrize("redis_engine", [OUR_REDIS, STOCK_CACHE], indirect=True)
+def test_redis_revokes_the_sessions_of_a_deleted_user(redis_engine, settings, users):
+    alice, bob, _ = users
+    bob_id = bob.pk
+    bobs = [redis_save(redis_engine, user=bob) for _ in range(2)]
+    alices = redis_save(redis_engine, user=alice)
+    bob.delete()
+    assert all(redis_engine().exists(key) for key in bobs)
+
+    stats = json.loads(run("--stats", "--format", "json")[0])
+    if settings.SESSION_ENGINE == OUR_REDIS:
+        assert stats["busiest_user"] == {"user_id": str(bob_id), "username": None, "sessions": 2}
+    else:
+        assert stats["busiest_user"] is None  # not computed on the stock cache engine
+    out, _ = run("--user", str(bob_id))
+
+    assert out == f"Revoked 2 sessions of a deleted user (id {bob_id}).\n"
+    assert not any(redis_engine().exists(key) for key in bobs)
+    assert redis_engine().exists(alices)
+    with pytest.raises(CommandError, match=f"No user has the username or id '{bob_id}'"):
+        run("--user", str(bob_id))

@@ -238,7 +238,8 @@ class Command(DjangoClearSessions):
         parser.add_argument(
             "--user",
             metavar="USERNAME_OR_ID",
-            help="Revoke every unexpired session of this user (a username, else a user id).",
+            help="Revoke every unexpired session of this user (a username, else a user id, "
+            "also of a deleted user whose sessions remain).",
         )
         parser.add_argument(
             "--fail-if-expired-over",
@@ -405,8 +406,13 @@ class Command(DjangoClearSessions):
         pk = user_pk(user_id)
         return None if pk is None else get_user_model()._default_manager.filter(pk=pk).first()
 
-    def _resolve_user(self, value: str, inventory: SessionInventory) -> tuple[str, Any]:
-        """Return the user id *value* names and its user: a username, else a user id."""
+    def _resolve_user(self, value: str, inventory: SessionInventory) -> tuple[str, Any | None]:
+        """Return the user id *value* names and its user (None for a deleted user).
+
+        *value* is a username, else the id of a user, else the id of a
+        deleted user whose unexpired sessions *inventory* still holds (their
+        data still names the user, on every engine but ours on a database).
+        """
         user_model = get_user_model()
         if "\x00" not in value:  # PostgreSQL refuses NUL in a query; no username has one
             try:
@@ -418,8 +424,14 @@ class Command(DjangoClearSessions):
         user = self._user(value)
         if user is not None:
             return str(user.pk), user
+        pk = user_pk(value)
+        if pk is not None and inventory.count(user_id=str(pk), status="active").value:
+            return str(pk), None
         raise CommandError(
-            _("No user has the username or id %(value)s; nothing was revoked.")
+            _(
+                "No user has the username or id %(value)s, and no unexpired session names "
+                "such a user id; nothing was revoked."
+            )
             % {"value": repr(value)}
         )
 
@@ -600,7 +612,12 @@ class Command(DjangoClearSessions):
             {"engine": engine, "action": "revoke-user", "dry_run": dry_run, "user_id": user_id,
              "username": username, "revoked": revoked}
         )  # fmt: skip
-        who = _("user %(username)s (id %(id)s)") % {"id": user_id, "username": repr(username)}
+        names = {"id": user_id, "username": repr(username)}
+        who = (
+            _("a deleted user (id %(id)s)") % names
+            if user is None
+            else _("user %(username)s (id %(id)s)") % names
+        )
         counts = {"count": number(revoked), "who": who}
         if dry_run:
             message = ngettext(
