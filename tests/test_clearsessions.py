@@ -979,6 +979,59 @@ def test_engine_that_cannot_clear(settings, monkeypatch):
         run("--engine", "tests.engines.bare")
 
 
+def test_engine_whose_storage_fails(settings, monkeypatch):
+    """A custom engine's own clear_expired() failing is a clear error too."""
+
+    def clear_expired(cls):
+        raise DatabaseError("server closed the connection unexpectedly")
+
+    module = types.ModuleType("tests.engines.failing")
+    module.SessionStore = type(
+        "SessionStore", (SessionBase,), {"clear_expired": classmethod(clear_expired)}
+    )
+    monkeypatch.setitem(sys.modules, "tests.engines.failing", module)
+
+    with pytest.raises(CommandError, match="server closed the connection") as raised:
+        run("--engine", "tests.engines.failing")
+    assert raised.value.returncode == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--format", "json"],
+        ["--dry-run"],
+        ["--stats"],
+        ["--user", "user0"],
+        ["--inactive-for", "2d"],
+        ["--fail-if-expired-over", "0"],
+    ],
+)
+def test_our_redis_engine_on_a_cache_that_is_not_django_redis(settings, users, args):
+    settings.SESSION_ENGINE = OUR_REDIS
+    settings.SESSION_CACHE_ALIAS = "default"  # locmem
+
+    stdout = io.StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command("clearsessions", *args, stdout=stdout)
+
+    assert raised.value.returncode == 1
+    message = str(raised.value)
+    assert "'default'" in message
+    assert "LocMemCache" in message
+    assert "django-redis" in message
+    assert stdout.getvalue() == ""
+
+
+def test_our_redis_engine_on_a_cache_that_does_not_exist(settings):
+    settings.SESSION_ENGINE = OUR_REDIS
+    settings.SESSION_CACHE_ALIAS = "no-such-cache"
+
+    with pytest.raises(CommandError, match=r"cannot be used: .*'no-such-cache'"):
+        run()
+
+
 @pytest.mark.parametrize("engine", [OUR_DB], indirect=True)
 def test_storage_error_is_a_command_error_without_keys(engine, monkeypatch):
     expired, _ = populate(engine)

@@ -514,6 +514,11 @@ class Command(DjangoClearSessions):
                 _("Session engine %(engine)s doesn't support clearing expired sessions.")
                 % {"engine": repr(engine)}
             ) from None
+        except ImproperlyConfigured as error:
+            # e.g. an engine pointed at a cache it cannot work with.
+            raise CommandError(self._unusable(engine, error)) from None
+        except _storage_errors() as error:
+            raise self._clearing_failed(error) from None
         note = _(
             "%(reason)s Ran the engine's own clear_expired() instead, as Django's command does."
         ) % {"reason": reason}
