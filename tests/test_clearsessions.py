@@ -185,6 +185,7 @@ def test_json_output_is_one_object(engine):
         "batches": 3,
         "seconds": report["seconds"],
         "stopped": "done",
+        "unreadable": 0,
     }
     assert out.count("\n") == 1
     assert err == ""
@@ -418,6 +419,7 @@ def test_revoke_user(engine, users, by):
         "user_id": str(alice.pk),
         "username": "user0",
         "revoked": 3,
+        "unreadable": 0,
     }
     assert not any(stored(engine, key) for key in alices + bobs)
     # Expired sessions are left to the regular clearing.
@@ -462,6 +464,7 @@ def test_revoke_the_sessions_of_a_deleted_user(engine, users):
         "user_id": str(bob_id),
         "username": None,
         "revoked": 2,
+        "unreadable": 0,
     }
     assert not any(stored(engine, key) for key in bobs)
     assert stored(engine, alices)
@@ -870,6 +873,25 @@ def test_every_dry_run_says_that_nothing_changed(engine, settings, users, redis_
         assert out.endswith("\nDry run: nothing was deleted.\n")
 
 
+@pytest.mark.parametrize("engine", [OUR_DB, STOCK_FILE], indirect=True)
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--dry-run"],
+        ["--stats"],
+        ["--user", "user0"],
+        ["--user", "user0", "--dry-run"],
+        ["--inactive-for", "7d"],
+        ["--inactive-for", "7d", "--dry-run"],
+    ],
+)
+def test_json_always_counts_unreadable_sessions(engine, users, args):
+    populate(engine, user=users[0])
+    report = json.loads(run("--format", "json", *args)[0])
+    assert report["unreadable"] == 0
+
+
 # -- signal receivers ----------------------------------------------------------------------
 
 
@@ -946,7 +968,7 @@ def test_signed_cookies(engine):
     assert "keeps each session in the browser's cookie" in out
     assert "nothing to clear" in out
     report = json.loads(run("--dry-run", "--format", "json")[0])
-    assert (report["expired"], report["dry_run"]) == (0, True)
+    assert (report["expired"], report["dry_run"], report["unreadable"]) == (0, True, 0)
     run("--fail-if-expired-over", "0")
     for args in (["--stats"], ["--inactive-for", "1d"]):
         with pytest.raises(CommandError, match="browser's cookie"):

@@ -445,6 +445,17 @@ class Command(DjangoClearSessions):
         if self.as_json:
             self.stdout.write(json.dumps(report))
 
+    def _say_unreadable(self, unreadable: int) -> None:
+        if unreadable:
+            self._say(
+                ngettext(
+                    "Skipped %(count)s unreadable session; see the log.",
+                    "Skipped %(count)s unreadable sessions; see the log.",
+                    unreadable,
+                )
+                % {"count": number(unreadable)}
+            )
+
     def _say_dry_run(self, *, revoked: bool = False) -> None:
         self._say(
             _("Dry run: nothing was revoked.") if revoked else _("Dry run: nothing was deleted.")
@@ -486,7 +497,7 @@ class Command(DjangoClearSessions):
             self._say_dry_run()
         self._json(
             {"engine": engine, "action": "clear", "dry_run": options["dry_run"], "expired": 0,
-             "inactive": None, "note": note}
+             "inactive": None, "unreadable": 0, "note": note}
         )  # fmt: skip
 
     def _fallback(
@@ -525,7 +536,7 @@ class Command(DjangoClearSessions):
         self._say(note)
         self._json(
             {"engine": engine, "action": "clear", "dry_run": False, "expired": None,
-             "inactive": None, "note": note}
+             "inactive": None, "unreadable": 0, "note": note}
         )  # fmt: skip
 
     # -- --stats ---------------------------------------------------------------------
@@ -557,6 +568,7 @@ class Command(DjangoClearSessions):
                 if busiest is None
                 else {"user_id": busiest[0], "username": username, "sessions": busiest[1]},
                 "exact": stats.exact,
+                "unreadable": inventory.unreadable,
             }
         )
         names = {"engine": repr(engine)}
@@ -590,6 +602,7 @@ class Command(DjangoClearSessions):
                 else _("user %(username)s, id %(id)s") % who,
             }
         self._say(_("  most unexpired sessions held by one user: %(most)s") % {"most": most})
+        self._say_unreadable(inventory.unreadable)
         self._check_waiting(stats.expired, options["fail_if_expired_over"])
 
     # -- --user ------------------------------------------------------------------------
@@ -615,7 +628,7 @@ class Command(DjangoClearSessions):
         username = None if user is None else user.get_username()
         self._json(
             {"engine": engine, "action": "revoke-user", "dry_run": dry_run, "user_id": user_id,
-             "username": username, "revoked": revoked}
+             "username": username, "revoked": revoked, "unreadable": inventory.unreadable}
         )  # fmt: skip
         names = {"id": user_id, "username": repr(username)}
         who = (
@@ -637,6 +650,7 @@ class Command(DjangoClearSessions):
                 revoked,
             )
         self._say(message % counts)
+        self._say_unreadable(inventory.unreadable)
         if dry_run:
             self._say_dry_run(revoked=True)
 
@@ -680,7 +694,8 @@ class Command(DjangoClearSessions):
             if dry_run:
                 self._say_dry_run()
             self._json(
-                {**report, "expired": 0, "inactive": None, "note": note}
+                {**report, "expired": 0, "inactive": None, "unreadable": inventory.unreadable,
+                 "note": note}
             )  # fmt: skip
             return
 
@@ -725,7 +740,8 @@ class Command(DjangoClearSessions):
             None if cutoff is None else inventory.count(status="active", active_before=cutoff).value
         )
         self._json(
-            {**report, "expired": expired, "inactive": inactive}
+            {**report, "expired": expired, "inactive": inactive,
+             "unreadable": inventory.unreadable}
         )  # fmt: skip
         self._say(
             ngettext(
@@ -744,6 +760,7 @@ class Command(DjangoClearSessions):
                 )
                 % {"count": number(inactive), "moment": cutoff.isoformat()}
             )
+        self._say_unreadable(inventory.unreadable)
         self._say_dry_run()
         report["expired"] = expired
 
@@ -925,6 +942,7 @@ class Command(DjangoClearSessions):
                 "batches": run.batches,
                 "seconds": round(seconds, 3),
                 "stopped": run.stopped,
+                "unreadable": inventory.unreadable,
             }
         )
         deleted = ngettext(
@@ -948,3 +966,4 @@ class Command(DjangoClearSessions):
         if run.stopped == "time limit":
             summary += " " + _("Stopped at the time limit; run the command again to carry on.")
         self._say(summary)
+        self._say_unreadable(inventory.unreadable)
