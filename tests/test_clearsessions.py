@@ -185,6 +185,7 @@ def test_json_output_is_one_object(engine):
         "batches": 3,
         "seconds": report["seconds"],
         "stopped": "done",
+        "unreadable": 0,
     }
     assert out.count("\n") == 1
     assert err == ""
@@ -200,7 +201,7 @@ def test_verbosity(engine):
     assert out.splitlines()[:3] == [
         "Batch 1: deleted 2 expired sessions.",
         "Batch 2: deleted 2 expired sessions.",
-        "Batch 3: deleted 1 expired sessions.",
+        "Batch 3: deleted 1 expired session.",
     ]
 
 
@@ -217,7 +218,7 @@ def test_never_deletes_an_unexpired_session(engine, users):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--batch-size", "0"], "--batch-size must be a positive number, not 0"),
+        (["--batch-size", "0"], "--batch-size must be a positive number, at most 9,223,"),
         (["--batch-size", "-5"], "--batch-size must be a positive number"),
         (["--engine", "no.such.engine"], "Unknown session engine 'no.such.engine'"),
         (["--engine", "django.contrib.sessions"], "is not a session engine"),
@@ -225,11 +226,14 @@ def test_never_deletes_an_unexpired_session(engine, users):
         (["--inactive-for", "0d"], "longer than zero"),
         (["--inactive-for", "thirty days"], "is not a duration"),
         (["--inactive-for", "99999999999999w"], "too long"),
-        (["--sleep", "-1"], "--sleep must be zero or more"),
-        (["--batch-time", "-0.5"], "--batch-time must be zero or more seconds, not -0.5"),
-        (["--batch-time", "nan"], "--batch-time must be zero or more seconds, not nan"),
+        (["--sleep", "-1"], "--sleep must be from 0 to 3,600 seconds, not -1.0"),
+        (["--batch-time", "-0.5"], "--batch-time must be from 0 to 3,600 seconds, not -0.5"),
+        (["--batch-time", "nan"], "--batch-time must be from 0 to 3,600 seconds, not nan"),
         (["--stats", "--batch-time", "1"], "--stats cannot be combined with --batch-time"),
-        (["--max-runtime", "0"], "--max-runtime must be more than zero"),
+        (
+            ["--max-runtime", "0"],
+            "--max-runtime must be a finite number of seconds, more than zero",
+        ),
         (["--fail-if-expired-over", "-1"], "zero or more"),
         (["--user", "nobody-at-all"], "No user has the username or id 'nobody-at-all'"),
         (["--user", "987654"], "No user has the username or id '987654'"),
@@ -243,6 +247,28 @@ def test_never_deletes_an_unexpired_session(engine, users):
         ),
         (["--user", "user0", "--fail-if-expired-over", "3"], "--fail-if-expired-over"),
         (["--engine", STOCK_DB, "--inactive-for", "30d"], "does not record when a session"),
+        # Beyond what a timestamp can be idle for: today an overflow when subtracted from now.
+        (["--inactive-for", "999999w"], "'999999w' is too long: it reaches back before 1970"),
+        # Activity is written once per SESSIONKIT_ACTIVITY_INTERVAL (60 s here).
+        (["--inactive-for", "30s"], "not longer than SESSIONKIT_ACTIVITY_INTERVAL (60 s)"),
+        (["--inactive-for", "1m"], "not longer than SESSIONKIT_ACTIVITY_INTERVAL"),
+        # Every float option refuses inf and nan alike.
+        (["--sleep", "inf"], "--sleep must be from 0 to 3,600 seconds, not inf"),
+        (["--sleep", "nan"], "--sleep must be from 0 to 3,600 seconds, not nan"),
+        (["--sleep", "3601"], "--sleep must be from 0 to 3,600 seconds, not 3601.0"),
+        (["--batch-time", "inf"], "--batch-time must be from 0 to 3,600 seconds, not inf"),
+        # Finite, but the batch sizing would overflow after the first batch.
+        (["--batch-time", "1e308"], "--batch-time must be from 0 to 3,600 seconds, not 1e+308"),
+        (["--max-runtime", "inf"], "--max-runtime must be a finite number of seconds"),
+        (["--max-runtime", "nan"], "--max-runtime must be a finite number of seconds"),
+        # More than a database's LIMIT takes.
+        (
+            ["--batch-size", str(2**63), "--batch-time", "0"],
+            "--batch-size must be a positive number, at most 9,223,372,036,854,775,807, "
+            "not 9223372036854775808",
+        ),
+        # A NUL, which PostgreSQL refuses in a query (no username holds one).
+        (["--user", "bad\x00name"], "No user has the username or id 'bad"),
         (
             ["--engine", STOCK_DB, "--inactive-for", "30d", "--dry-run"],
             "does not record when a session",
@@ -254,7 +280,7 @@ def test_bad_input_deletes_nothing(engine, users, args, message):
     expired, live = populate(engine, user=users[0])
     stock_expired, _ = populate(STOCK_DB, live=0)
 
-    with pytest.raises(CommandError, match=message.replace("(", r"\(")) as raised:
+    with pytest.raises(CommandError, match=re.escape(message)) as raised:
         run(*args)
 
     assert raised.value.returncode == 1
@@ -275,6 +301,8 @@ def test_bad_input_exits_non_zero_from_the_shell(tmp_path):
         (["--engine", "no.such.engine"], "Unknown session engine"),
         (["--batch-size", "0"], "--batch-size must be a positive number"),
         (["--inactive-for", "soon"], "is not a duration"),
+        (["--inactive-for", "999999w"], "is too long"),
+        (["--sleep", "inf"], "--sleep must be from 0 to 3,600 seconds, not inf"),
     ):
         result = subprocess.run(
             [*base, *args], env=environment, capture_output=True, text=True, timeout=120
@@ -297,6 +325,24 @@ def test_parse_duration():
             parse_duration(bad)
 
 
+@pytest.mark.parametrize("engine", [OUR_DB, STOCK_FILE], indirect=True)
+def test_inactive_for_is_longer_than_the_activity_interval(engine, settings, users):
+    """Activity is written at most once per interval: a shorter idle time logs out users."""
+    settings.SESSIONKIT_ACTIVITY_INTERVAL = 3600
+    idle = make(engine, user=users[0], idle=timedelta(hours=3))
+    in_use = make(engine, user=users[0], idle=timedelta(minutes=50))
+
+    for duration in ("30m", "1h", "59m60s"):
+        with pytest.raises(CommandError, match=r"SESSIONKIT_ACTIVITY_INTERVAL \(3,600 s\)"):
+            run("--inactive-for", duration)
+    assert stored(engine, idle)
+    assert stored(engine, in_use)
+
+    run("--inactive-for", "2h")
+    assert not stored(engine, idle)
+    assert stored(engine, in_use)
+
+
 # -- --stats ---------------------------------------------------------------------------
 
 
@@ -311,13 +357,13 @@ def test_stats(engine, users):
 
     assert report["action"] == "stats"
     assert (report["sessions"], report["active"], report["expired"]) == (7, 5, 2)
-    assert report["busiest_user"] == {"user_id": str(bob.pk), "sessions": 3}
+    assert report["busiest_user"] == {"user_id": str(bob.pk), "username": "user1", "sessions": 3}
     assert report["exact"] is True
     assert timezone.datetime.fromisoformat(report["oldest_expired"]) < timezone.now()
     assert "  sessions: 7" in out
     assert "  active: 5" in out
     assert "  expired, waiting to be cleared: 2 (the oldest expired at " in out
-    assert f"  most unexpired sessions held by one user: 3 (user id {bob.pk})" in out
+    assert f"  most unexpired sessions held by one user: 3 (user 'user1', id {bob.pk})" in out
     assert all(stored(engine, key) for key in expired + live)
 
 
@@ -327,6 +373,22 @@ def test_stats_of_an_empty_engine(engine):
     assert report["busiest_user"] is None
     assert report["oldest_expired"] is None
     assert "most unexpired sessions held by one user: none" in run("--stats")[0]
+
+
+@pytest.mark.parametrize("engine", [STOCK_DB, STOCK_FILE], indirect=True)
+def test_stats_names_the_busiest_user_even_when_deleted(engine, users):
+    alice, bob, _ = users
+    bob_id = bob.pk
+    for _ in range(2):
+        make(engine, user=bob)
+    make(engine, user=alice)
+    bob.delete()  # the engine keeps his sessions
+
+    out, _ = run("--stats")
+    report = json.loads(run("--stats", "--format", "json")[0])
+
+    assert f"  most unexpired sessions held by one user: 2 (deleted user, id {bob_id})" in out
+    assert report["busiest_user"] == {"user_id": str(bob_id), "username": None, "sessions": 2}
 
 
 # -- --user ----------------------------------------------------------------------------
@@ -344,17 +406,20 @@ def test_revoke_user(engine, users, by):
 
     out, _ = run("--user", alice.username if by == "username" else str(alice.pk), "--dry-run")
     assert f"Would revoke 3 sessions of user 'user0' (id {alice.pk})." in out
+    assert "Dry run: nothing was revoked." in out
     assert all(stored(engine, key) for key in alices)
 
     out, _ = run("--user", value)
-    assert f"Revoked 1 sessions of user 'user1' (id {bob.pk})." in out
+    assert f"Revoked 1 session of user 'user1' (id {bob.pk})." in out
     report = json.loads(run("--user", str(alice.pk), "--format", "json")[0])
     assert report == {
         "engine": engine,
         "action": "revoke-user",
         "dry_run": False,
         "user_id": str(alice.pk),
+        "username": "user0",
         "revoked": 3,
+        "unreadable": 0,
     }
     assert not any(stored(engine, key) for key in alices + bobs)
     # Expired sessions are left to the regular clearing.
@@ -376,6 +441,52 @@ def test_user_by_username_first(engine, django_user_model):
     assert not stored(engine, key_of_named)
 
 
+@pytest.mark.parametrize("engine", [STOCK_DB, STOCK_CACHED_DB, STOCK_FILE], indirect=True)
+def test_revoke_the_sessions_of_a_deleted_user(engine, users):
+    """Django's engines keep a deleted user's sessions: their data still names the user."""
+    alice, bob, _ = users
+    bob_id = bob.pk
+    bobs = [make(engine, user=bob) for _ in range(2)]
+    alices = make(engine, user=alice)
+    bob.delete()
+    assert all(stored(engine, key) for key in bobs)
+
+    out, _ = run("--user", str(bob_id), "--dry-run")
+    assert out == (
+        f"Would revoke 2 sessions of a deleted user (id {bob_id}).\nDry run: nothing was revoked.\n"
+    )
+    report = json.loads(run("--user", str(bob_id), "--format", "json")[0])
+
+    assert report == {
+        "engine": engine,
+        "action": "revoke-user",
+        "dry_run": False,
+        "user_id": str(bob_id),
+        "username": None,
+        "revoked": 2,
+        "unreadable": 0,
+    }
+    assert not any(stored(engine, key) for key in bobs)
+    assert stored(engine, alices)
+    # No user and no sessions left: a clear error.
+    with pytest.raises(CommandError, match=f"No user has the username or id '{bob_id}'"):
+        run("--user", str(bob_id))
+
+
+@pytest.mark.parametrize("engine", [OUR_DB], indirect=True)
+def test_a_deleted_user_without_sessions_is_an_error(engine, users):
+    """Our database engine's sessions go with their user: there is nothing to revoke."""
+    alice, bob, _ = users
+    bob_id = bob.pk
+    make(engine, user=bob)
+    alices = make(engine, user=alice)
+    bob.delete()
+
+    with pytest.raises(CommandError, match=f"No user has the username or id '{bob_id}'"):
+        run("--user", str(bob_id))
+    assert stored(engine, alices)
+
+
 # -- --inactive-for --------------------------------------------------------------------
 
 
@@ -391,7 +502,7 @@ def test_inactive_for(engine, users):
 
     out, _ = run("--inactive-for", "7d", "--batch-size", "2")
 
-    assert "Deleted 2 expired and 3 inactive (idle since before " in out
+    assert "Deleted 2 expired sessions and 3 inactive sessions (idle since before " in out
     assert "in 3 batches" in out
     assert not any(stored(engine, key) for key in idle + expired)
     assert all(stored(engine, key) for key in recent)
@@ -457,14 +568,22 @@ def test_a_signal_stops_after_the_batch_in_progress(engine, monkeypatch, signum)
 
 
 @pytest.mark.parametrize("engine", [OUR_DB], indirect=True)
-def test_text_output_says_what_was_done_when_interrupted(engine, monkeypatch):
+def test_an_interruption_is_reported_once(engine, monkeypatch):
+    """The summary says what was done; the error alone says that a signal stopped it."""
     deliver_after_first_batch(monkeypatch, ModelInventory, signal.SIGINT)
     populate(engine)
-    stdout = io.StringIO()
-    with pytest.raises(CommandError):
-        call_command("clearsessions", "--batch-size", "2", stdout=stdout)
-    assert "Deleted 2 expired sessions in 1 batches" in stdout.getvalue()
-    assert "Stopped by SIGINT." in stdout.getvalue()
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command("clearsessions", "--batch-size", "2", stdout=stdout, stderr=stderr)
+
+    assert re.fullmatch(
+        r"Deleted 2 expired sessions in 1 batch \([\d.]+ s\)\.\n", stdout.getvalue()
+    )
+    assert stderr.getvalue() == ""
+    assert str(raised.value) == (
+        "Stopped by SIGINT after 1 batch; run the command again to carry on."
+    )
+    assert raised.value.returncode == 130
 
 
 @pytest.mark.parametrize("engine", [OUR_DB], indirect=True)
@@ -569,7 +688,7 @@ def test_batches_are_sized_to_a_time_per_transaction(engine, monkeypatch, args, 
 
     out, _ = run("--batch-size", "3", "-v", "2", *args)
 
-    batches = re.findall(r"Batch \d+: deleted (\d+) expired sessions", out)
+    batches = re.findall(r"Batch \d+: deleted (\d+) expired sessions?\.", out)
     assert [int(n) for n in batches] == sizes
     assert not any(stored(engine, key) for key in expired)
     assert all(stored(engine, key) for key in live)
@@ -602,7 +721,7 @@ def test_sleep_stops_at_the_time_limit(engine, clock):
     out, _ = run("--batch-size", "2", "--sleep", "30", "--max-runtime", "10")
 
     assert sum(clock.slept) == pytest.approx(10)
-    assert "Deleted 2 expired sessions in 1 batches" in out
+    assert "Deleted 2 expired sessions in 1 batch " in out
     assert "Stopped at the time limit" in out
 
 
@@ -658,6 +777,119 @@ def test_no_progress_bar(engine, monkeypatch, stream, args, after):
     stderr = stream()
     call_command("clearsessions", "--batch-size", "2", *args, stdout=io.StringIO(), stderr=stderr)
     assert stderr.getvalue() == ""
+
+
+@pytest.mark.parametrize("engine", [OUR_DB], indirect=True)
+def test_progress_bar_is_not_drawn_as_an_error(engine, monkeypatch):
+    monkeypatch.setattr(command_module, "PROGRESS_AFTER", 0)
+    populate(engine)
+    stderr = TTY()
+    # As on a colour terminal, where Django draws what goes to stderr in its error style.
+    command = Command(stdout=io.StringIO(), stderr=stderr, force_color=True)
+    assert command.stderr.style_func("text") != "text"
+
+    call_command(command, "--batch-size", "2")
+
+    assert "\rDeleting expired sessions: [" in stderr.getvalue()
+    assert "\x1b[" not in stderr.getvalue()
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", [STOCK_DB], indirect=True)
+def test_numbers_have_thousands_separators(engine, monkeypatch):
+    from django.contrib.sessions.models import Session as StockSession
+
+    data = import_module(engine).SessionStore().encode({"cart": [1]})
+    past = timezone.now() - timedelta(hours=1)
+    StockSession.objects.bulk_create(
+        StockSession(session_key=f"{n:032d}", session_data=data, expire_date=past)
+        for n in range(1001)
+    )
+
+    stats, _ = run("--stats")
+    assert "  sessions: 1,001\n" in stats
+    assert "  expired, waiting to be cleared: 1,001 (" in stats
+    stdout = io.StringIO()
+    with pytest.raises(
+        CommandError,
+        match=r"^1,001 expired sessions were waiting to be cleared, "
+        r"more than --fail-if-expired-over 1,000:",
+    ):
+        call_command("clearsessions", "--dry-run", "--fail-if-expired-over", "1000", stdout=stdout)
+    assert "Would delete 1,001 expired sessions.\n" in stdout.getvalue()
+    # JSON keeps numbers as numbers.
+    assert json.loads(run("--dry-run", "--format", "json")[0])["expired"] == 1001
+
+    monkeypatch.setattr(command_module, "PROGRESS_AFTER", 0)
+    stdout, stderr = io.StringIO(), TTY()
+    call_command(
+        "clearsessions", "--batch-size", "2000", "--batch-time", "0", stdout=stdout, stderr=stderr
+    )
+    assert "Deleted 1,001 expired sessions in 1 batch (" in stdout.getvalue()
+    assert " 1,001/1,001" in stderr.getvalue()
+
+
+@pytest.mark.parametrize("engine", [OUR_DB, STOCK_FILE], indirect=True)
+def test_one_of_a_kind_is_singular(engine, users):
+    make(engine, expired=True)
+    make(engine, user=users[0], idle=timedelta(days=10))
+
+    out, _ = run("--dry-run", "--inactive-for", "7d")
+    assert "Would delete 1 expired session.\n" in out
+    assert "Would delete 1 unexpired session idle since before " in out
+    with pytest.raises(CommandError, match=r"^1 expired session was waiting to be cleared"):
+        run("--dry-run", "--fail-if-expired-over", "0")
+    out, _ = run("--user", "user0", "--dry-run")
+    assert f"Would revoke 1 session of user 'user0' (id {users[0].pk}).\n" in out
+
+    out, _ = run("--inactive-for", "7d", "-v", "2")
+    assert "Batch 1: deleted 1 expired session.\n" in out
+    assert "Batch 2: deleted 1 inactive session.\n" in out
+    assert "Deleted 1 expired session and 1 inactive session (idle since before " in out
+    assert " in 2 batches (" in out
+    make(engine, expired=True)
+    assert "Deleted 1 expired session in 1 batch (" in run()[0]
+
+
+@pytest.mark.parametrize("engine", [OUR_DB], indirect=True)
+def test_every_dry_run_says_that_nothing_changed(engine, settings, users, redis_cache):
+    populate(engine, user=users[0])
+
+    for args in ([], ["--inactive-for", "7d"], ["-v", "2"]):
+        assert run("--dry-run", *args)[0].endswith("\nDry run: nothing was deleted.\n")
+    assert run("--dry-run", "--user", "user0")[0].endswith("\nDry run: nothing was revoked.\n")
+    stdout = io.StringIO()
+    with pytest.raises(CommandError, match="were waiting"):
+        call_command("clearsessions", "--dry-run", "--fail-if-expired-over", "0", stdout=stdout)
+    assert stdout.getvalue().endswith("\nDry run: nothing was deleted.\n")
+    # Engines with nothing to clear say so too.
+    settings.SESSION_CACHE_ALIAS = "redis"
+    for nothing_to_clear in (SIGNED_COOKIES, STOCK_CACHE):
+        settings.SESSION_ENGINE = nothing_to_clear
+        out, _ = run("--dry-run")
+        assert "nothing to clear" in out
+        assert out.endswith("\nDry run: nothing was deleted.\n")
+
+
+@pytest.mark.parametrize("engine", [OUR_DB, STOCK_FILE], indirect=True)
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--dry-run"],
+        ["--stats"],
+        ["--user", "user0"],
+        ["--user", "user0", "--dry-run"],
+        ["--inactive-for", "7d"],
+        ["--inactive-for", "7d", "--dry-run"],
+    ],
+)
+def test_json_always_counts_unreadable_sessions(engine, users, args):
+    populate(engine, user=users[0])
+    report = json.loads(run("--format", "json", *args)[0])
+    assert report["unreadable"] == 0
 
 
 # -- signal receivers ----------------------------------------------------------------------
@@ -736,7 +968,7 @@ def test_signed_cookies(engine):
     assert "keeps each session in the browser's cookie" in out
     assert "nothing to clear" in out
     report = json.loads(run("--dry-run", "--format", "json")[0])
-    assert (report["expired"], report["dry_run"]) == (0, True)
+    assert (report["expired"], report["dry_run"], report["unreadable"]) == (0, True, 0)
     run("--fail-if-expired-over", "0")
     for args in (["--stats"], ["--inactive-for", "1d"]):
         with pytest.raises(CommandError, match="browser's cookie"):
@@ -769,6 +1001,59 @@ def test_engine_that_cannot_clear(settings, monkeypatch):
         run("--engine", "tests.engines.bare")
 
 
+def test_engine_whose_storage_fails(settings, monkeypatch):
+    """A custom engine's own clear_expired() failing is a clear error too."""
+
+    def clear_expired(cls):
+        raise DatabaseError("server closed the connection unexpectedly")
+
+    module = types.ModuleType("tests.engines.failing")
+    module.SessionStore = type(
+        "SessionStore", (SessionBase,), {"clear_expired": classmethod(clear_expired)}
+    )
+    monkeypatch.setitem(sys.modules, "tests.engines.failing", module)
+
+    with pytest.raises(CommandError, match="server closed the connection") as raised:
+        run("--engine", "tests.engines.failing")
+    assert raised.value.returncode == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--format", "json"],
+        ["--dry-run"],
+        ["--stats"],
+        ["--user", "user0"],
+        ["--inactive-for", "2d"],
+        ["--fail-if-expired-over", "0"],
+    ],
+)
+def test_our_redis_engine_on_a_cache_that_is_not_django_redis(settings, users, args):
+    settings.SESSION_ENGINE = OUR_REDIS
+    settings.SESSION_CACHE_ALIAS = "default"  # locmem
+
+    stdout = io.StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command("clearsessions", *args, stdout=stdout)
+
+    assert raised.value.returncode == 1
+    message = str(raised.value)
+    assert "'default'" in message
+    assert "LocMemCache" in message
+    assert "django-redis" in message
+    assert stdout.getvalue() == ""
+
+
+def test_our_redis_engine_on_a_cache_that_does_not_exist(settings):
+    settings.SESSION_ENGINE = OUR_REDIS
+    settings.SESSION_CACHE_ALIAS = "no-such-cache"
+
+    with pytest.raises(CommandError, match=r"cannot be used: .*'no-such-cache'"):
+        run()
+
+
 @pytest.mark.parametrize("engine", [OUR_DB], indirect=True)
 def test_storage_error_is_a_command_error_without_keys(engine, monkeypatch):
     expired, _ = populate(engine)
@@ -785,7 +1070,7 @@ def test_storage_error_is_a_command_error_without_keys(engine, monkeypatch):
 
     assert secret not in str(raised.value)
     assert "<redacted>" in str(raised.value)
-    assert "Deleted 2 expired sessions in 1 batches" in stdout.getvalue()
+    assert "Deleted 2 expired sessions in 1 batch " in stdout.getvalue()
 
 
 def test_command_has_help():
@@ -825,7 +1110,11 @@ def test_our_redis_engine_prunes_expired_index_entries(redis_engine, users):
 
         stats = json.loads(run("--stats", "--format", "json")[0])
         assert (stats["sessions"], stats["active"], stats["expired"]) == (6, 2, 4)
-        assert stats["busiest_user"] == {"user_id": str(users[1].pk), "sessions": 2}
+        assert stats["busiest_user"] == {
+            "user_id": str(users[1].pk),
+            "username": "user1",
+            "sessions": 2,
+        }
         assert json.loads(run("--dry-run", "--format", "json")[0])["expired"] == 4
         with pytest.raises(CommandError, match="4 expired sessions were waiting"):
             run("--dry-run", "--fail-if-expired-over", "3")
@@ -852,11 +1141,11 @@ def test_our_redis_engine_inactive_for_and_user(redis_engine, users):
         assert (dry["expired"], dry["inactive"]) == (0, 2)
 
         out, _ = run("--inactive-for", "2w")
-        assert "Deleted 0 expired and 2 inactive" in out
+        assert "Deleted 0 expired sessions and 2 inactive sessions" in out
         assert not any(redis_engine().exists(key) for key in idle)
         assert all(redis_engine().exists(key) for key in recent)
 
-        assert "Revoked 1 sessions of user 'user1'" in run("--user", "user1")[0]
+        assert "Revoked 1 session of user 'user1'" in run("--user", "user1")[0]
         assert not redis_engine().exists(bobs)
         assert redis_engine().exists(recent[0])
 
@@ -883,3 +1172,26 @@ def test_stock_cache_on_django_redis(redis_engine, users):
 
     assert "Revoked 2 sessions of user 'user0'" in run("--user", "user0")[0]
     assert [redis_engine().exists(key) for key in keys] == [False, False, True]
+
+
+@pytest.mark.parametrize("redis_engine", [OUR_REDIS, STOCK_CACHE], indirect=True)
+def test_redis_revokes_the_sessions_of_a_deleted_user(redis_engine, settings, users):
+    alice, bob, _ = users
+    bob_id = bob.pk
+    bobs = [redis_save(redis_engine, user=bob) for _ in range(2)]
+    alices = redis_save(redis_engine, user=alice)
+    bob.delete()
+    assert all(redis_engine().exists(key) for key in bobs)
+
+    stats = json.loads(run("--stats", "--format", "json")[0])
+    if settings.SESSION_ENGINE == OUR_REDIS:
+        assert stats["busiest_user"] == {"user_id": str(bob_id), "username": None, "sessions": 2}
+    else:
+        assert stats["busiest_user"] is None  # not computed on the stock cache engine
+    out, _ = run("--user", str(bob_id))
+
+    assert out == f"Revoked 2 sessions of a deleted user (id {bob_id}).\n"
+    assert not any(redis_engine().exists(key) for key in bobs)
+    assert redis_engine().exists(alices)
+    with pytest.raises(CommandError, match=f"No user has the username or id '{bob_id}'"):
+        run("--user", str(bob_id))

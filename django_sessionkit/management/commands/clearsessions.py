@@ -34,20 +34,30 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.contrib.sessions.management.commands.clearsessions import (
     Command as DjangoClearSessions,
 )
-from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError, CommandParser, OutputWrapper
 from django.db import DatabaseError
 from django.utils import timezone
+from django.utils.formats import number_format
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
+from django_sessionkit.conf import conf
 from django_sessionkit.inventory import SessionInventory, extends, get_inventory
 from django_sessionkit.inventory.base import BatchSizer, InventoryUnavailable, Stats
+from django_sessionkit.users import user_pk
 
 logger = logging.getLogger(__name__)
 
 SIGNED_COOKIES = "django.contrib.sessions.backends.signed_cookies"
 DEFAULT_BATCH_SIZE = 10_000
+#: The largest ``LIMIT`` the databases take (a signed 64-bit integer).
+MAX_BATCH_SIZE = 2**63 - 1
 #: Seconds a batch (one transaction) should take: batches are sized to it.
 BATCH_SECONDS = 0.05
+#: The longest --batch-time and --sleep: a batch is meant to be a short
+#: transaction, and a pause of more than an hour is another schedule.
+MAX_SECONDS = 3600
 #: Seconds a run lasts before a progress bar appears (on a terminal).
 PROGRESS_AFTER = 2.0
 #: A sleep between batches is cut in slices this long, so that a signal ends it.
@@ -66,19 +76,26 @@ def parse_duration(text: str) -> timedelta:
     ``30d``, ``12h``, ``45m``, ``90s``, ``2w``, ``1d12h``. Raise ValueError otherwise.
     """
     value = text.strip().lower()
+    quoted = {"value": repr(text)}
     if not DURATION.fullmatch(value):
         raise ValueError(
-            f"{text!r} is not a duration; use a number and a unit, e.g. 30d, 12h, 45m, 90s, 2w."
+            _("%(value)s is not a duration; use a number and a unit, e.g. 30d, 12h, 45m, 90s, 2w.")
+            % quoted
         )
     seconds = sum(
         int(number) * DURATION_UNITS[unit] for number, unit in DURATION_PART.findall(value)
     )
     if seconds <= 0:
-        raise ValueError(f"The duration {text!r} must be longer than zero.")
+        raise ValueError(_("The duration %(value)s must be longer than zero.") % quoted)
     try:
         return timedelta(seconds=seconds)
     except OverflowError:
-        raise ValueError(f"The duration {text!r} is too long.") from None
+        raise ValueError(_("The duration %(value)s is too long.") % quoted) from None
+
+
+def number(value: float, decimals: int | None = None) -> str:
+    """Return *value* with thousands separators, as the active language writes numbers."""
+    return number_format(value, decimal_pos=decimals, force_grouping=True)
 
 
 def scrub(text: str) -> str:
@@ -95,6 +112,10 @@ def _storage_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         return errors
     return (*errors, ConnectionInterrupted, RedisError)
+
+
+def _plain(text: str) -> str:
+    return text
 
 
 @dataclass
@@ -140,15 +161,18 @@ class ProgressBar:
         share = done / self.total if self.total else 1.0
         filled = round(self.WIDTH * share)
         bar = "#" * filled + "-" * (self.WIDTH - filled)
+        # Progress is not an error: stderr's own style would draw it as one.
         self.stream.write(
-            f"\r{self.label}: [{bar}] {share:4.0%} {done:,}/{self.total:,}", ending=""
+            f"\r{self.label}: [{bar}] {share:4.0%} {number(done)}/{number(self.total)}",
+            style_func=_plain,
+            ending="",
         )
         self.stream.flush()
         self.shown = True
 
     def finish(self) -> None:
         if self.shown:
-            self.stream.write("")
+            self.stream.write("", style_func=_plain)
             self.shown = False
 
 
@@ -183,15 +207,15 @@ class Command(DjangoClearSessions):
             "--batch-time",
             type=float,
             metavar="SECONDS",
-            help=f"How long a batch should take, about (default {BATCH_SECONDS}): batches "
-            f"shrink or grow toward it, up to --batch-size. 0 makes every batch "
-            f"--batch-size sessions.",
+            help=f"How long a batch should take, about (default {BATCH_SECONDS}, at most "
+            f"{MAX_SECONDS:,}): batches shrink or grow toward it, up to --batch-size. 0 makes "
+            f"every batch --batch-size sessions.",
         )
         parser.add_argument(
             "--sleep",
             type=float,
             metavar="SECONDS",
-            help="Pause between batches, to spare a busy database.",
+            help=f"Pause between batches, to spare a busy database (at most {MAX_SECONDS:,}).",
         )
         parser.add_argument(
             "--max-runtime",
@@ -203,7 +227,7 @@ class Command(DjangoClearSessions):
             "--inactive-for",
             metavar="DURATION",
             help="Also delete sessions idle that long, e.g. 30d, 12h, 45m, 90s, 2w "
-            "(engines that record activity only).",
+            "(engines that record activity only; longer than SESSIONKIT_ACTIVITY_INTERVAL).",
         )
         parser.add_argument(
             "--stats",
@@ -214,7 +238,8 @@ class Command(DjangoClearSessions):
         parser.add_argument(
             "--user",
             metavar="USERNAME_OR_ID",
-            help="Revoke every unexpired session of this user (a username, else a user id).",
+            help="Revoke every unexpired session of this user (a username, else a user id, "
+            "also of a deleted user whose sessions remain).",
         )
         parser.add_argument(
             "--fail-if-expired-over",
@@ -246,8 +271,7 @@ class Command(DjangoClearSessions):
         if options["stats"]:
             self._stats(engine, self._need(inventory, reason, "--stats"), options)
         elif options["user"] is not None:
-            user = self._resolve_user(options["user"])
-            self._revoke_user(engine, self._need(inventory, reason, "--user"), user, options)
+            self._revoke_user(engine, self._need(inventory, reason, "--user"), options)
         elif inventory is None:
             self._fallback(engine, store_class, reason, options)
         else:
@@ -257,84 +281,159 @@ class Command(DjangoClearSessions):
 
     def _validate(self, options: dict[str, Any]) -> None:
         batch_size = options["batch_size"]
-        if batch_size is not None and batch_size < 1:
-            raise CommandError(f"--batch-size must be a positive number, not {batch_size}.")
-        batch_time = options["batch_time"]
-        if batch_time is not None and not 0 <= batch_time < math.inf:
-            raise CommandError(f"--batch-time must be zero or more seconds, not {batch_time}.")
-        sleep = options["sleep"]
-        if sleep is not None and not sleep >= 0:
-            raise CommandError(f"--sleep must be zero or more seconds, not {sleep}.")
+        if batch_size is not None and not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise CommandError(
+                _("--batch-size must be a positive number, at most %(most)s, not %(value)s.")
+                % {"most": number(MAX_BATCH_SIZE), "value": batch_size}
+            )
+        # Comparisons with nan are false, so nan fails these as inf does.
+        for option in ("batch_time", "sleep"):
+            seconds = options[option]
+            if seconds is not None and not 0 <= seconds <= MAX_SECONDS:
+                raise CommandError(
+                    _("%(option)s must be from 0 to %(most)s seconds, not %(value)s.")
+                    % {"option": self._flag(option), "most": number(MAX_SECONDS), "value": seconds}
+                )
         max_runtime = options["max_runtime"]
-        if max_runtime is not None and not max_runtime > 0:
-            raise CommandError(f"--max-runtime must be more than zero seconds, not {max_runtime}.")
+        if max_runtime is not None and not 0 < max_runtime < math.inf:
+            raise CommandError(
+                _(
+                    "--max-runtime must be a finite number of seconds, more than zero, not "
+                    "%(value)s."
+                )
+                % {"value": max_runtime}
+            )
         limit = options["fail_if_expired_over"]
         if limit is not None and limit < 0:
-            raise CommandError(f"--fail-if-expired-over must be zero or more, not {limit}.")
+            raise CommandError(
+                _("--fail-if-expired-over must be zero or more, not %(value)s.") % {"value": limit}
+            )
         if options["inactive_for"] is not None:
-            try:
-                options["inactive_delta"] = parse_duration(options["inactive_for"])
-            except ValueError as error:
-                raise CommandError(f"--inactive-for: {error}") from None
+            options["inactive_delta"] = self._inactive_delta(options["inactive_for"])
         # Options that apply only to deleting expired (and idle) sessions in batches.
-        batching = {
-            "--batch-size": batch_size,
-            "--batch-time": batch_time,
-            "--sleep": sleep,
-            "--max-runtime": max_runtime,
-            "--inactive-for": options["inactive_for"],
-        }
-        given = ", ".join(name for name, value in batching.items() if value is not None)
+        batching = ("batch_size", "batch_time", "sleep", "max_runtime", "inactive_for")
+        given = ", ".join(self._flag(name) for name in batching if options[name] is not None)
         stats, user = options["stats"], options["user"] is not None
         if stats and user:
-            raise CommandError("--stats and --user cannot be combined: --stats deletes nothing.")
+            raise CommandError(_("--stats and --user cannot be combined: --stats deletes nothing."))
         if (stats or user) and given:
-            mode = "--stats" if stats else "--user"
             raise CommandError(
-                f"{mode} cannot be combined with {given}, which apply to clearing "
-                f"expired sessions in batches."
+                _(
+                    "%(mode)s cannot be combined with %(options)s, which apply to clearing "
+                    "expired sessions in batches."
+                )
+                % {"mode": "--stats" if stats else "--user", "options": given}
             )
         if user and limit is not None:
             raise CommandError(
-                "--user cannot be combined with --fail-if-expired-over: --user revokes one "
-                "user's sessions and counts no expired sessions."
+                _(
+                    "--user cannot be combined with --fail-if-expired-over: --user revokes one "
+                    "user's sessions and counts no expired sessions."
+                )
             )
 
+    @staticmethod
+    def _flag(option: str) -> str:
+        return "--" + option.replace("_", "-")
+
+    @staticmethod
+    def _inactive_delta(text: str) -> timedelta:
+        """Return the idle time *text* names, or raise a CommandError saying why it cannot be."""
+        try:
+            delta = parse_duration(text)
+        except ValueError as error:
+            raise CommandError(_("--inactive-for: %(error)s") % {"error": error}) from None
+        # No session was active before 1970 (Unix time); a cutoff further back
+        # overflows dates (999999w) or, on some engines, timestamps.
+        if delta.total_seconds() >= timezone.now().timestamp():
+            raise CommandError(
+                _(
+                    "--inactive-for: the duration %(value)s is too long: it reaches back before "
+                    "1970, and no session has been idle that long."
+                )
+                % {"value": repr(text)}
+            )
+        interval = conf.ACTIVITY_INTERVAL
+        if delta <= timedelta(seconds=interval):
+            raise CommandError(
+                _(
+                    "--inactive-for %(value)s is not longer than SESSIONKIT_ACTIVITY_INTERVAL "
+                    "(%(interval)s s): activity is recorded at most once per interval, so it "
+                    "would delete sessions in use right now."
+                )
+                % {"value": text, "interval": number(interval)}
+            )
+        return delta
+
     def _store_class(self, engine: str) -> type[SessionBase]:
+        names = {"engine": repr(engine)}
         try:
             module = import_module(engine)
         except ImportError as error:
-            raise CommandError(f"Unknown session engine {engine!r}: {error}.") from None
+            raise CommandError(
+                _("Unknown session engine %(engine)s: %(error)s.") % {**names, "error": error}
+            ) from None
         except ImproperlyConfigured as error:
-            raise CommandError(f"The session engine {engine!r} cannot be used: {error}") from None
+            raise CommandError(self._unusable(engine, error)) from None
         store_class = getattr(module, "SessionStore", None)
         if not (isinstance(store_class, type) and issubclass(store_class, SessionBase)):
-            raise CommandError(f"{engine!r} is not a session engine: it has no SessionStore.")
+            raise CommandError(
+                _("%(engine)s is not a session engine: it has no SessionStore.") % names
+            )
         return store_class
+
+    @staticmethod
+    def _unusable(engine: str, error: Exception) -> str:
+        return _("The session engine %(engine)s cannot be used: %(error)s") % {
+            "engine": repr(engine),
+            "error": error,
+        }
 
     @staticmethod
     def _need(inventory: SessionInventory | None, reason: str, option: str) -> SessionInventory:
         if inventory is None:
-            raise CommandError(f"{option} cannot be used with this engine: {reason}")
+            raise CommandError(
+                _("%(option)s cannot be used with this engine: %(reason)s")
+                % {"option": option, "reason": reason}
+            )
         return inventory
 
-    def _resolve_user(self, value: str) -> Any:
-        """Return the user whose username is *value*, else whose primary key is *value*."""
+    # -- users ---------------------------------------------------------------------
+
+    @staticmethod
+    def _user(user_id: str) -> Any | None:
+        """Return the user with the primary key *user_id* (as text), None if there is none."""
+        pk = user_pk(user_id)
+        return None if pk is None else get_user_model()._default_manager.filter(pk=pk).first()
+
+    def _resolve_user(self, value: str, inventory: SessionInventory) -> tuple[str, Any | None]:
+        """Return the user id *value* names and its user (None for a deleted user).
+
+        *value* is a username, else the id of a user, else the id of a
+        deleted user whose unexpired sessions *inventory* still holds (their
+        data still names the user, on every engine but ours on a database).
+        """
         user_model = get_user_model()
-        manager = user_model._default_manager
-        try:
-            return manager.get_by_natural_key(value)
-        except user_model.DoesNotExist:
-            pass
-        pk_field = user_model._meta.pk
-        try:
-            pk = None if pk_field is None else pk_field.to_python(value)
-        except (ValidationError, ValueError, TypeError):
-            pk = None
-        user = None if pk is None else manager.filter(pk=pk).first()
-        if user is None:
-            raise CommandError(f"No user has the username or id {value!r}; nothing was revoked.")
-        return user
+        if "\x00" not in value:  # PostgreSQL refuses NUL in a query; no username has one
+            try:
+                user = user_model._default_manager.get_by_natural_key(value)
+            except user_model.DoesNotExist:
+                pass
+            else:
+                return str(user.pk), user
+        user = self._user(value)
+        if user is not None:
+            return str(user.pk), user
+        pk = user_pk(value)
+        if pk is not None and inventory.count(user_id=str(pk), status="active").value:
+            return str(pk), None
+        raise CommandError(
+            _(
+                "No user has the username or id %(value)s, and no unexpired session names "
+                "such a user id; nothing was revoked."
+            )
+            % {"value": repr(value)}
+        )
 
     # -- output ------------------------------------------------------------------
 
@@ -346,11 +445,33 @@ class Command(DjangoClearSessions):
         if self.as_json:
             self.stdout.write(json.dumps(report))
 
+    def _say_unreadable(self, unreadable: int) -> None:
+        if unreadable:
+            self._say(
+                ngettext(
+                    "Skipped %(count)s unreadable session; see the log.",
+                    "Skipped %(count)s unreadable sessions; see the log.",
+                    unreadable,
+                )
+                % {"count": number(unreadable)}
+            )
+
+    def _say_dry_run(self, *, revoked: bool = False) -> None:
+        self._say(
+            _("Dry run: nothing was revoked.") if revoked else _("Dry run: nothing was deleted.")
+        )
+
     def _check_waiting(self, waiting: int | None, limit: int | None) -> None:
         if limit is not None and waiting is not None and waiting > limit:
             raise CommandError(
-                f"{waiting} expired sessions were waiting to be cleared, more than "
-                f"--fail-if-expired-over {limit}: is clearsessions running regularly?"
+                ngettext(
+                    "%(count)s expired session was waiting to be cleared, more than "
+                    "--fail-if-expired-over %(limit)s: is clearsessions running regularly?",
+                    "%(count)s expired sessions were waiting to be cleared, more than "
+                    "--fail-if-expired-over %(limit)s: is clearsessions running regularly?",
+                    waiting,
+                )
+                % {"count": number(waiting), "limit": number(limit)}
             )
 
     # -- engines without an inventory ------------------------------------------------
@@ -361,17 +482,22 @@ class Command(DjangoClearSessions):
                 "--stats" if options["stats"] else "--user" if options["user"] else "--inactive-for"
             )
             raise CommandError(
-                f"{option} cannot be used with {engine!r}: each session lives in the "
-                f"browser's cookie and the server keeps no list of them."
+                _(
+                    "%(option)s cannot be used with %(engine)s: each session lives in the "
+                    "browser's cookie and the server keeps no list of them."
+                )
+                % {"option": option, "engine": repr(engine)}
             )
-        note = (
-            f"The session engine {engine!r} keeps each session in the browser's cookie, "
-            f"which expires on its own: there is nothing to clear on the server."
-        )
+        note = _(
+            "The session engine %(engine)s keeps each session in the browser's cookie, "
+            "which expires on its own: there is nothing to clear on the server."
+        ) % {"engine": repr(engine)}
         self._say(note)
+        if options["dry_run"]:
+            self._say_dry_run()
         self._json(
             {"engine": engine, "action": "clear", "dry_run": options["dry_run"], "expired": 0,
-             "inactive": None, "note": note}
+             "inactive": None, "unreadable": 0, "note": note}
         )  # fmt: skip
 
     def _fallback(
@@ -384,21 +510,33 @@ class Command(DjangoClearSessions):
         """Without an inventory, run the engine's own ``clear_expired()``, as Django does."""
         for option in ("inactive_for", "fail_if_expired_over"):
             if options[option] is not None:
-                name = "--" + option.replace("_", "-")
-                raise CommandError(f"{name} cannot be used with this engine: {reason}")
+                raise CommandError(
+                    _("%(option)s cannot be used with this engine: %(reason)s")
+                    % {"option": self._flag(option), "reason": reason}
+                )
         if options["dry_run"]:
-            raise CommandError(f"--dry-run cannot count the expired sessions: {reason}")
+            raise CommandError(
+                _("--dry-run cannot count the expired sessions: %(reason)s") % {"reason": reason}
+            )
         try:
             store_class.clear_expired()
         except NotImplementedError:
             raise CommandError(
-                f"Session engine {engine!r} doesn't support clearing expired sessions."
+                _("Session engine %(engine)s doesn't support clearing expired sessions.")
+                % {"engine": repr(engine)}
             ) from None
-        note = f"{reason} Ran the engine's own clear_expired() instead, as Django's command does."
+        except ImproperlyConfigured as error:
+            # e.g. an engine pointed at a cache it cannot work with.
+            raise CommandError(self._unusable(engine, error)) from None
+        except _storage_errors() as error:
+            raise self._clearing_failed(error) from None
+        note = _(
+            "%(reason)s Ran the engine's own clear_expired() instead, as Django's command does."
+        ) % {"reason": reason}
         self._say(note)
         self._json(
             {"engine": engine, "action": "clear", "dry_run": False, "expired": None,
-             "inactive": None, "note": note}
+             "inactive": None, "unreadable": 0, "note": note}
         )  # fmt: skip
 
     # -- --stats ---------------------------------------------------------------------
@@ -406,12 +544,18 @@ class Command(DjangoClearSessions):
     def _stats(self, engine: str, inventory: SessionInventory, options: dict[str, Any]) -> None:
         try:
             stats: Stats = inventory.stats()
+            busiest = stats.busiest_user
+            holder = None if busiest is None else self._user(busiest[0])
         except NotImplementedError:
-            raise CommandError(f"The inventory of {engine!r} cannot compute totals.") from None
+            raise CommandError(
+                _("The inventory of %(engine)s cannot compute totals.") % {"engine": repr(engine)}
+            ) from None
         except _storage_errors() as error:
-            raise CommandError(scrub(f"Could not read the totals: {error}")) from None
+            raise CommandError(
+                scrub(_("Could not read the totals: %(error)s") % {"error": error})
+            ) from None
         oldest = stats.oldest_expired
-        busiest = stats.busiest_user
+        username = None if holder is None else holder.get_username()
         self._json(
             {
                 "engine": engine,
@@ -422,43 +566,93 @@ class Command(DjangoClearSessions):
                 "oldest_expired": None if oldest is None else oldest.isoformat(),
                 "busiest_user": None
                 if busiest is None
-                else {"user_id": busiest[0], "sessions": busiest[1]},
+                else {"user_id": busiest[0], "username": username, "sessions": busiest[1]},
                 "exact": stats.exact,
+                "unreadable": inventory.unreadable,
             }
         )
-        approximately = "" if stats.exact else " (estimated)"
-        self._say(f"Sessions of {engine!r}{approximately}:")
-        self._say(f"  sessions: {stats.sessions}")
-        self._say(f"  active: {stats.active}")
-        since = "" if oldest is None else f" (the oldest expired at {oldest.isoformat()})"
-        self._say(f"  expired, waiting to be cleared: {stats.expired}{since}")
+        names = {"engine": repr(engine)}
+        self._say(
+            _("Sessions of %(engine)s:") % names
+            if stats.exact
+            else _("Sessions of %(engine)s (estimated):") % names
+        )
+        self._say(_("  sessions: %(count)s") % {"count": number(stats.sessions)})
+        self._say(_("  active: %(count)s") % {"count": number(stats.active)})
+        expired = {"count": number(stats.expired)}
+        self._say(
+            _("  expired, waiting to be cleared: %(count)s") % expired
+            if oldest is None
+            else _("  expired, waiting to be cleared: %(count)s (the oldest expired at %(moment)s)")
+            % {**expired, "moment": oldest.isoformat()}
+        )
         if inventory.expires_itself:
-            self._say(f"  ({inventory.expires_itself} deletes expired sessions itself.)")
-        most = "none" if busiest is None else f"{busiest[1]} (user id {busiest[0]})"
-        self._say(f"  most unexpired sessions held by one user: {most}")
+            self._say(
+                _("  (%(storage)s deletes expired sessions itself.)")
+                % {"storage": inventory.expires_itself}
+            )
+        if busiest is None:
+            most = _("none")
+        else:
+            who = {"id": busiest[0], "username": repr(username)}
+            most = _("%(count)s (%(who)s)") % {
+                "count": number(busiest[1]),
+                "who": _("deleted user, id %(id)s") % who
+                if username is None
+                else _("user %(username)s, id %(id)s") % who,
+            }
+        self._say(_("  most unexpired sessions held by one user: %(most)s") % {"most": most})
+        self._say_unreadable(inventory.unreadable)
         self._check_waiting(stats.expired, options["fail_if_expired_over"])
 
     # -- --user ------------------------------------------------------------------------
 
     def _revoke_user(
-        self, engine: str, inventory: SessionInventory, user: Any, options: dict[str, Any]
+        self, engine: str, inventory: SessionInventory, options: dict[str, Any]
     ) -> None:
-        user_id = str(user.pk)
-        who = f"user {user.get_username()!r} (id {user_id})"
+        value: str = options["user"]
         dry_run: bool = options["dry_run"]
         try:
+            user_id, user = self._resolve_user(value, inventory)
             if dry_run:
                 revoked = inventory.count(user_id=user_id, status="active").value
             else:
                 revoked = inventory.revoke_user(user_id)
         except _storage_errors() as error:
-            raise CommandError(scrub(f"Could not revoke the sessions of {who}: {error}")) from None
+            raise CommandError(
+                scrub(
+                    _("Could not revoke the sessions of %(value)s: %(error)s")
+                    % {"value": repr(value), "error": error}
+                )
+            ) from None
+        username = None if user is None else user.get_username()
         self._json(
             {"engine": engine, "action": "revoke-user", "dry_run": dry_run, "user_id": user_id,
-             "revoked": revoked}
+             "username": username, "revoked": revoked, "unreadable": inventory.unreadable}
         )  # fmt: skip
-        verb = "Would revoke" if dry_run else "Revoked"
-        self._say(f"{verb} {revoked} sessions of {who}.")
+        names = {"id": user_id, "username": repr(username)}
+        who = (
+            _("a deleted user (id %(id)s)") % names
+            if user is None
+            else _("user %(username)s (id %(id)s)") % names
+        )
+        counts = {"count": number(revoked), "who": who}
+        if dry_run:
+            message = ngettext(
+                "Would revoke %(count)s session of %(who)s.",
+                "Would revoke %(count)s sessions of %(who)s.",
+                revoked,
+            )
+        else:
+            message = ngettext(
+                "Revoked %(count)s session of %(who)s.",
+                "Revoked %(count)s sessions of %(who)s.",
+                revoked,
+            )
+        self._say(message % counts)
+        self._say_unreadable(inventory.unreadable)
+        if dry_run:
+            self._say_dry_run(revoked=True)
 
     # -- clearing --------------------------------------------------------------------------
 
@@ -486,17 +680,23 @@ class Command(DjangoClearSessions):
                 inactive_batches = inventory.clear_inactive(before=cutoff, batch_size=sizer)
             except InventoryUnavailable as error:
                 raise CommandError(
-                    f"--inactive-for cannot be used with this engine: {error}"
+                    _("--inactive-for cannot be used with this engine: %(reason)s")
+                    % {"reason": error}
                 ) from None
             report["inactive_before"] = cutoff.isoformat()
 
         if inventory.expires_itself and cutoff is None:
-            note = (
-                f"{inventory.expires_itself} deletes the expired sessions of {engine!r} "
-                f"itself: there is nothing to clear."
-            )
+            note = _(
+                "%(storage)s deletes the expired sessions of %(engine)s itself: there is "
+                "nothing to clear."
+            ) % {"storage": inventory.expires_itself, "engine": repr(engine)}
             self._say(note)
-            self._json({**report, "expired": 0, "inactive": None, "note": note})
+            if dry_run:
+                self._say_dry_run()
+            self._json(
+                {**report, "expired": 0, "inactive": None, "unreadable": inventory.unreadable,
+                 "note": note}
+            )  # fmt: skip
             return
 
         try:
@@ -509,13 +709,20 @@ class Command(DjangoClearSessions):
                     waiting = report["expired_waiting"] = inventory.count(status="expired").value
                 self._delete(inventory, cutoff, sizer, options, report, inactive_batches)
         except _storage_errors() as error:
-            raise CommandError(
-                scrub(
-                    f"Clearing stopped by an error: {type(error).__name__}: {error}. What was "
-                    f"deleted before stays deleted; run the command again to carry on."
-                )
-            ) from None
+            raise self._clearing_failed(error) from None
         self._check_waiting(waiting, limit)
+
+    @staticmethod
+    def _clearing_failed(error: BaseException) -> CommandError:
+        return CommandError(
+            scrub(
+                _(
+                    "Clearing stopped by an error: %(type)s: %(error)s. What was deleted "
+                    "before stays deleted; run the command again to carry on."
+                )
+                % {"type": type(error).__name__, "error": error}
+            )
+        )
 
     def _dry_run(
         self,
@@ -532,14 +739,29 @@ class Command(DjangoClearSessions):
         inactive = (
             None if cutoff is None else inventory.count(status="active", active_before=cutoff).value
         )
-        self._json({**report, "expired": expired, "inactive": inactive})
-        self._say(f"Would delete {expired} expired sessions.")
+        self._json(
+            {**report, "expired": expired, "inactive": inactive,
+             "unreadable": inventory.unreadable}
+        )  # fmt: skip
+        self._say(
+            ngettext(
+                "Would delete %(count)s expired session.",
+                "Would delete %(count)s expired sessions.",
+                expired,
+            )
+            % {"count": number(expired)}
+        )
         if inactive is not None:
             self._say(
-                f"Would delete {inactive} unexpired sessions idle since before "
-                f"{cutoff.isoformat()}."
+                ngettext(
+                    "Would delete %(count)s unexpired session idle since before %(moment)s.",
+                    "Would delete %(count)s unexpired sessions idle since before %(moment)s.",
+                    inactive,
+                )
+                % {"count": number(inactive), "moment": cutoff.isoformat()}
             )
-        self._say("Dry run: nothing was deleted.")
+        self._say_unreadable(inventory.unreadable)
+        self._say_dry_run()
         report["expired"] = expired
 
     def _delete(
@@ -564,9 +786,10 @@ class Command(DjangoClearSessions):
         progress = ProgressBar(
             self.stderr, self.stderr.isatty() and not self.as_json and self.verbosity >= 1
         )
-        phases: list[tuple[str, Callable[[], Iterator[int]], Callable[[], int]]] = [
+        phases: list[tuple[str, str, Callable[[], Iterator[int]], Callable[[], int]]] = [
             (
                 "expired",
+                _("Deleting expired sessions"),
                 lambda: inventory.clear_expired(batch_size=sizer),
                 lambda: inventory.count(status="expired").value,
             )
@@ -575,28 +798,36 @@ class Command(DjangoClearSessions):
             phases.append(
                 (
                     "inactive",
+                    _("Deleting inactive sessions"),
                     lambda: inactive_batches,
                     lambda: inventory.count(active_before=cutoff).value,
                 )
             )
         try:
             with self._stop_on_signals():
-                for kind, batches_of, count_remaining in phases:
-                    progress.phase(f"Deleting {kind} sessions", count_remaining)
+                for kind, label, batches_of, count_remaining in phases:
+                    progress.phase(label, count_remaining)
                     if not self._run_phase(
                         kind, batches_of(), run, progress, sizer, deadline, pause
                     ):
                         break
         except _storage_errors():
             progress.finish()
-            self._report(run, report, time.monotonic() - started, cutoff)
+            self._report(inventory, run, report, time.monotonic() - started, cutoff)
             raise
         progress.finish()
-        self._report(run, report, time.monotonic() - started, cutoff)
+        self._report(inventory, run, report, time.monotonic() - started, cutoff)
         if run.signal_number is not None:
+            # The one report of the signal: the summary above says what was done.
             raise CommandError(
-                f"Interrupted by {run.stopped} after {run.batches} batches; "
-                f"run the command again to carry on.",
+                ngettext(
+                    "Stopped by %(signal)s after %(count)s batch; run the command again to "
+                    "carry on.",
+                    "Stopped by %(signal)s after %(count)s batches; run the command again to "
+                    "carry on.",
+                    run.batches,
+                )
+                % {"signal": run.stopped, "count": number(run.batches)},
                 returncode=128 + run.signal_number,
             )
 
@@ -620,7 +851,7 @@ class Command(DjangoClearSessions):
                 run.batches += 1
                 done += deleted
                 setattr(run, kind, getattr(run, kind) + deleted)
-                self._say(f"Batch {run.batches}: deleted {deleted} {kind} sessions.", level=2)
+                self._say(self._batch_line(kind, run.batches, deleted), level=2)
                 progress.update(done)
                 if self._stopped(run, deadline):
                     return False
@@ -635,6 +866,22 @@ class Command(DjangoClearSessions):
             if close is not None:
                 close()
         return True
+
+    @staticmethod
+    def _batch_line(kind: str, batch: int, deleted: int) -> str:
+        if kind == "expired":
+            message = ngettext(
+                "Batch %(batch)s: deleted %(count)s expired session.",
+                "Batch %(batch)s: deleted %(count)s expired sessions.",
+                deleted,
+            )
+        else:
+            message = ngettext(
+                "Batch %(batch)s: deleted %(count)s inactive session.",
+                "Batch %(batch)s: deleted %(count)s inactive sessions.",
+                deleted,
+            )
+        return message % {"batch": number(batch), "count": number(deleted)}
 
     def _stopped(self, run: Run, deadline: float | None) -> bool:
         if self.stop_signal is not None:
@@ -679,7 +926,14 @@ class Command(DjangoClearSessions):
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
-    def _report(self, run: Run, report: dict[str, Any], seconds: float, cutoff: Any) -> None:
+    def _report(
+        self,
+        inventory: SessionInventory,
+        run: Run,
+        report: dict[str, Any],
+        seconds: float,
+        cutoff: Any,
+    ) -> None:
         self._json(
             {
                 **report,
@@ -688,14 +942,28 @@ class Command(DjangoClearSessions):
                 "batches": run.batches,
                 "seconds": round(seconds, 3),
                 "stopped": run.stopped,
+                "unreadable": inventory.unreadable,
             }
         )
-        deleted = f"{run.expired} expired"
+        deleted = ngettext(
+            "%(count)s expired session", "%(count)s expired sessions", run.expired
+        ) % {"count": number(run.expired)}
         if cutoff is not None:
-            deleted += f" and {run.inactive} inactive (idle since before {cutoff.isoformat()})"
-        summary = f"Deleted {deleted} sessions in {run.batches} batches ({seconds:.1f} s)."
+            inactive = ngettext(
+                "%(count)s inactive session (idle since before %(moment)s)",
+                "%(count)s inactive sessions (idle since before %(moment)s)",
+                run.inactive,
+            ) % {"count": number(run.inactive), "moment": cutoff.isoformat()}
+            deleted = _("%(expired)s and %(inactive)s") % {"expired": deleted, "inactive": inactive}
+        batches = ngettext("%(count)s batch", "%(count)s batches", run.batches) % {
+            "count": number(run.batches)
+        }
+        summary = _("Deleted %(sessions)s in %(batches)s (%(seconds)s s).") % {
+            "sessions": deleted,
+            "batches": batches,
+            "seconds": number(seconds, 1),
+        }
         if run.stopped == "time limit":
-            summary += " Stopped at the time limit; run the command again to carry on."
-        elif run.stopped != "done":
-            summary += f" Stopped by {run.stopped}."
+            summary += " " + _("Stopped at the time limit; run the command again to carry on.")
         self._say(summary)
+        self._say_unreadable(inventory.unreadable)
