@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ImproperlyConfigured
+from django.db.models.signals import pre_delete
 from django.utils.translation import gettext_lazy as _
 
 
@@ -11,3 +14,19 @@ class SessionKitConfig(AppConfig):
 
     def ready(self) -> None:
         from django_sessionkit import checks  # noqa: F401  (registers the checks)
+        from django_sessionkit.policies import evict_cached_sessions_of_deleted_user
+
+        # The user model and its proxies: deleting through a proxy sends the
+        # signal with the proxy as sender. A receiver for every sender would
+        # keep Django from deleting any model's rows without loading them.
+        try:
+            user_model = get_user_model()
+        except ImproperlyConfigured:
+            return  # sessions without django.contrib.auth: no user is ever deleted
+        for model in apps.get_models():
+            if issubclass(model, user_model):
+                pre_delete.connect(
+                    evict_cached_sessions_of_deleted_user,
+                    sender=model,
+                    dispatch_uid="django_sessionkit.evict_cached_sessions_of_deleted_user",
+                )

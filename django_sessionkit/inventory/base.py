@@ -257,6 +257,14 @@ class SessionInventory(abc.ABC):
         the one with the smallest id.
         """
 
+    def user_deleted(self, user_id: str) -> None:  # noqa: B027  (a hook: most need nothing)
+        """Hear that the user *user_id* is about to be deleted; by default, do nothing.
+
+        Called before the deletion, in its transaction. An engine that keeps
+        copies of sessions beside the rows that the deletion cascades to (the
+        cache of cached_db) drops them here.
+        """
+
     def pause_after(self, seconds: float) -> float:
         """Return how long to pause after a batch that took *seconds*, by default.
 

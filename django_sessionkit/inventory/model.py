@@ -33,6 +33,7 @@ from django.db.models import Field, Model, Q, QuerySet
 from django.utils import timezone
 from django.utils.functional import cached_property
 
+from django_sessionkit.backends.cached_db import RevocableCachedDBStore
 from django_sessionkit.inventory.base import (
     BatchSizer,
     Count,
@@ -106,6 +107,8 @@ class ModelInventory(SessionInventory):
         self.records_metadata = self.records_activity = has_metadata(self.model)
         # cached_db keeps a copy of each session in the cache: revoking must evict it.
         self.cached = issubclass(self.store_class, CachedDBStore)
+        # Ours evicts a revoked session with a tombstone that requests in flight respect.
+        self.tombstones = issubclass(self.store_class, RevocableCachedDBStore)
 
     # -- helpers ------------------------------------------------------------
 
@@ -155,17 +158,18 @@ class ModelInventory(SessionInventory):
     def _evict(self, session_keys: Iterable[str], *, strict: bool = True) -> None:
         """Drop the cached copies of *session_keys* so that cached_db cannot serve them.
 
-        A failure raises when *strict*; otherwise (expired sessions, which the
-        cache drops at their own expiry anyway) it is logged.
+        When *strict* (revoked sessions) sessionkit's cached_db gets tombstones,
+        which a request in flight cannot undo, and a failure raises. Otherwise
+        (expired sessions, which the cache drops at their own expiry anyway)
+        the entries are deleted and a failure is logged.
         """
         if not self.cached:
             return
-        prefix = self.store_class.cache_key_prefix  # type: ignore[attr-defined]
-        keys = [prefix + key for key in session_keys]
+        keys = list(session_keys)
         if not keys:
             return
         try:
-            caches[settings.SESSION_CACHE_ALIAS].delete_many(keys)
+            self._drop_cached(keys, revoked=strict)
         except Exception:
             if not strict:
                 logger.warning(
@@ -184,6 +188,36 @@ class ModelInventory(SessionInventory):
                 settings.SESSION_CACHE_ALIAS,
             )
             raise
+
+    def _drop_cached(self, session_keys: list[str], *, revoked: bool) -> None:
+        """Tombstone (*revoked*, on sessionkit's cached_db) or delete these cache entries."""
+        if revoked and self.tombstones:
+            cast("type[RevocableCachedDBStore]", self.store_class).revoke_cached(session_keys)
+            return
+        prefix = self.store_class.cache_key_prefix  # type: ignore[attr-defined]
+        caches[settings.SESSION_CACHE_ALIAS].delete_many([prefix + key for key in session_keys])
+
+    def user_deleted(self, user_id: str) -> None:
+        """Tombstone the cached copies of *user_id*'s sessions, whose rows the deletion cascades.
+
+        Served from the cache after their rows are gone, these sessions would
+        fail every save. A cache that cannot be written is logged and does not
+        stop the deletion: the sessions can log nobody in, their user is gone.
+        """
+        if not (self.cached and self.records_metadata):
+            return  # nothing cached, or rows that name no user and stay
+        queryset = self._filtered("active", frozenset((user_id,)))
+        keys = [] if queryset is None else list(queryset.values_list("session_key", flat=True))
+        if not keys:
+            return
+        try:
+            self._drop_cached(keys, revoked=True)
+        except Exception:
+            logger.exception(
+                "Could not evict the %d cached session(s) of a deleted user from the cache %r",
+                len(keys),
+                settings.SESSION_CACHE_ALIAS,
+            )
 
     def _delete_keys(self, session_keys: list[str]) -> int:
         """Delete the sessions *session_keys*, evict their cached copies, return the count."""
