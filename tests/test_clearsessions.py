@@ -1194,3 +1194,37 @@ def test_redis_revokes_the_sessions_of_a_deleted_user(redis_engine, settings, us
     assert redis_engine().exists(alices)
     with pytest.raises(CommandError, match=f"No user has the username or id '{bob_id}'"):
         run("--user", str(bob_id))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--stats"],
+        ["--inactive-for", "7d"],
+        ["--inactive-for", "7d", "--dry-run"],
+        ["--user", "user0", "--dry-run"],
+    ],
+)
+def test_unreadable_redis_sessions_are_skipped_and_reported(settings, redis_cache, users, args):
+    from django_sessionkit.backends import redis as redis_backend
+    from django_sessionkit.public_id import public_id
+
+    settings.SESSION_ENGINE = "django_sessionkit.backends.redis"
+    settings.SESSION_CACHE_ALIAS = "redis"
+    keys = []
+    for _ in range(3):
+        store = redis_backend.SessionStore()
+        store[SESSION_KEY] = str(users[0].pk)
+        store.save()
+        keys.append(store.session_key)
+    keyspace = redis_backend.Keyspace("redis")
+    keyspace.client().hset(
+        keyspace.session(public_id(keys[0])), mapping={"a": "soon", "e": "never"}
+    )
+
+    report = json.loads(run("--format", "json", *args)[0])
+    out, err = run(*args)
+
+    assert report["unreadable"] == 1
+    assert "Skipped 1 unreadable session; see the log." in out
+    assert keys[0] not in out + err

@@ -84,7 +84,8 @@ COUNT_CHUNKS_AUTHENTICATED = 50
 DELETE_SLICE = 200
 
 # ARGV: base, chunk id of the expiry index, moment (ms). The public ids of the
-# chunk's sessions last active before the moment.
+# chunk's sessions last active before the moment, and "!<public id>" for each
+# whose activity cannot be read.
 IDLE = """
 local key = ck(X, ARGV[2])
 local before = tonumber(ARGV[3])
@@ -93,8 +94,13 @@ for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
   local sep = string.find(member, ':', 1, true)
   local pid = member
   if sep then pid = string.sub(member, 1, sep - 1) end
-  local a = tonumber(hfield(skey(pid), 'a'))
-  if a and a < before then out[#out + 1] = pid end
+  local f, wrong = hfields(skey(pid), 'a')
+  local a = tonumber(f[1])
+  if a then
+    if a < before then out[#out + 1] = pid end
+  elseif wrong or f[1] then
+    out[#out + 1] = '!' .. pid  -- no session: counted as unreadable, never deleted here
+  end
 end
 return out
 """
@@ -471,8 +477,12 @@ class RedisInventory(SessionInventory):
         chunk_ids = keyspace.client().zrange(f"{keyspace.base}:x:d", 0, -1)
         idle: list[str] = []
         for chunk_id in chunk_ids:
-            reply = keyspace.run(IDLE_SCRIPT, chunk_id, before_ms)
-            idle.extend(str(backend.text(pid)) for pid in reply)
+            for found in keyspace.run(IDLE_SCRIPT, chunk_id, before_ms):
+                entry = str(backend.text(found))
+                if entry.startswith("!"):
+                    self.skip_unreadable(entry[1:], "its last activity is not a time")
+                else:
+                    idle.append(entry)
             while len(idle) >= batch_size:
                 batch, idle = idle[:batch_size], idle[batch_size:]
                 if deleted := self._delete_idle(before_ms, batch):
