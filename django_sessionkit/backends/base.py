@@ -7,10 +7,12 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
+from django.utils import timezone
 
 from django_sessionkit.conf import DEFAULT_ACTIVITY_INTERVAL, conf, is_whole_number
 
@@ -19,6 +21,39 @@ USER_AGENT_MAX_LENGTH = 512
 #: Control characters (C0, DEL, C1): never stored. A NUL is refused by
 #: PostgreSQL's text columns, and none of them belongs in a user agent.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
+
+
+def to_ms(moment: datetime) -> int:
+    """Return *moment* (aware, or naive in the default time zone) as Unix milliseconds."""
+    if timezone.is_naive(moment):
+        moment = timezone.make_aware(moment, timezone.get_default_timezone())
+    return (moment - EPOCH) // timedelta(milliseconds=1)
+
+
+def in_settings_form(moment: datetime) -> datetime:
+    """Return *moment* aware under ``USE_TZ``, naive in the default time zone otherwise."""
+    zone = timezone.get_default_timezone()
+    if settings.USE_TZ:
+        return timezone.make_aware(moment, zone) if timezone.is_naive(moment) else moment
+    return timezone.make_naive(moment, zone) if timezone.is_aware(moment) else moment
+
+
+def from_ms(value: bytes | str | int | None) -> datetime | None:
+    """Return the datetime of a stored Unix time in milliseconds, in the settings' form.
+
+    None stays None. Raise ValueError for anything but a whole number of
+    milliseconds in range: the engines store nothing else, so anything else
+    is a corrupt entry.
+    """
+    if value is None:
+        return None
+    try:
+        return in_settings_form(EPOCH + timedelta(milliseconds=int(value)))
+    except OverflowError as exc:
+        raise ValueError(f"{value!r} is not a time in milliseconds") from exc
 
 
 #: How many unreadable entries :func:`warn_unreadable` remembers having logged.

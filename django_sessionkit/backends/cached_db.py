@@ -46,8 +46,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Iterable
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from django.conf import settings
@@ -55,9 +54,14 @@ from django.contrib.sessions.backends.cached_db import SessionStore as CachedDBS
 from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
 from django.db import router
-from django.utils import timezone
 
-from django_sessionkit.backends.base import RequestMetadata, warn_unreadable
+from django_sessionkit.backends.base import (
+    RequestMetadata,
+    from_ms,
+    in_settings_form,
+    to_ms,
+    warn_unreadable,
+)
 from django_sessionkit.backends.db import ModelMetadataMixin
 from django_sessionkit.conf import conf
 from django_sessionkit.public_id import public_id
@@ -76,28 +80,12 @@ TOMBSTONE = {FORMAT_KEY: "revoked"}
 MARKER_SUFFIX = ".revoked"
 #: The shortest lifetime of a tombstone, in seconds (see tombstone_timeout()).
 TOMBSTONE_MIN_TIMEOUT = 300
-EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
 ENTRY_FIELDS = frozenset((FORMAT_KEY, "data", "last_activity", "metadata"))
 
 
 def tombstone_timeout() -> int:
     """Return how long a tombstone and its marker stay in the cache, in seconds."""
     return max(conf.ACTIVITY_INTERVAL, TOMBSTONE_MIN_TIMEOUT)
-
-
-def to_ms(moment: datetime) -> int:
-    """Return *moment* (aware, or naive in the default time zone) as Unix milliseconds."""
-    if timezone.is_naive(moment):
-        moment = timezone.make_aware(moment, timezone.get_default_timezone())
-    return (moment - EPOCH) // timedelta(milliseconds=1)
-
-
-def in_settings_form(moment: datetime) -> datetime:
-    """Return *moment* aware under ``USE_TZ``, naive in the default time zone otherwise."""
-    zone = timezone.get_default_timezone()
-    if settings.USE_TZ:
-        return timezone.make_aware(moment, zone) if timezone.is_naive(moment) else moment
-    return timezone.make_naive(moment, zone) if timezone.is_aware(moment) else moment
 
 
 class CacheEntry(NamedTuple):
@@ -173,7 +161,7 @@ class ActivityCache:
         if isinstance(value, datetime):
             return in_settings_form(value)
         if isinstance(value, int) and not isinstance(value, bool):
-            return in_settings_form(EPOCH + timedelta(milliseconds=value))
+            return from_ms(value)
         raise ValueError(f"its last activity is not a time: {type(value).__name__}")
 
     @staticmethod

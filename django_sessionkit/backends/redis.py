@@ -49,7 +49,6 @@ import logging
 import weakref
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from datetime import timezone as dt_timezone
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -70,6 +69,8 @@ from django.utils.functional import cached_property
 from django_sessionkit.backends.base import (
     SessionKitStore,
     SessionStorageUnavailable,
+    from_ms,
+    to_ms,
     warn_unreadable,
 )
 from django_sessionkit.conf import conf
@@ -635,26 +636,6 @@ CHUNK_SCRIPT = LuaScript(CHUNK)
 
 
 # -- helpers ------------------------------------------------------------------
-
-
-def to_ms(moment: datetime) -> int:
-    """Return *moment* as Unix time in milliseconds."""
-    return int(moment.timestamp() * 1000)
-
-
-def from_ms(value: bytes | str | int | None) -> datetime | None:
-    """Return the datetime of a stored millisecond timestamp, in Django's time zone mode.
-
-    Raise ValueError for anything but a whole number of milliseconds in range:
-    the engine writes nothing else, so anything else is a corrupt entry.
-    """
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromtimestamp(int(value) / 1000, tz=dt_timezone.utc)
-    except (OverflowError, OSError) as exc:
-        raise ValueError(f"{value!r} is not a time in milliseconds") from exc
-    return moment if settings.USE_TZ else timezone.make_naive(moment)
 
 
 def reach(client: Any) -> None:
