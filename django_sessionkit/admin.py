@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import sys
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,7 +33,7 @@ from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.admin.utils import quote, unquote
 from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Model, Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
@@ -56,6 +57,7 @@ from django_sessionkit.public_id import LENGTH
 from django_sessionkit.public_id import public_id as public_id_of
 from django_sessionkit.redaction import to_json
 from django_sessionkit.useragent import describe
+from django_sessionkit.users import user_pk
 
 logger = logging.getLogger(__name__)
 
@@ -212,16 +214,9 @@ class SessionAdmin(admin.ModelAdmin):
 
     # -- users -------------------------------------------------------------------
 
-    def _user_pk(self, user_id: str) -> Any:
-        """Return *user_id* as the user model's primary key; None if it cannot be one."""
-        try:
-            return get_user_model()._meta.pk.to_python(user_id)
-        except ValidationError:
-            return None
-
     def _users(self, user_ids: Collection[str]) -> dict[str, Model]:
         """Return the users of *user_ids* by id, in one query."""
-        pks = {pk for pk in map(self._user_pk, set(user_ids)) if pk is not None}
+        pks = {pk for pk in map(user_pk, set(user_ids)) if pk is not None}
         if not pks:
             return {}
         users = get_user_model()._default_manager.in_bulk(pks)
@@ -259,7 +254,7 @@ class SessionAdmin(admin.ModelAdmin):
     # -- the list ----------------------------------------------------------------
 
     def _listing(self, request: HttpRequest, inventory: SessionInventory) -> Listing:
-        params = request.GET
+        params = _list_params(request.GET)
         listing = Listing(
             status=_choice(params.get(STATUS_VAR), STATUSES),
             authenticated=_choice(params.get(AUTH_VAR), AUTHENTICATION),
@@ -269,10 +264,16 @@ class SessionAdmin(admin.ModelAdmin):
             ordering=_ordering(params.get(ORDER_VAR)),
         )
         try:
-            listing.page = max(int(params.get(PAGE_VAR, 1)), 1)
+            page = int(params.get(PAGE_VAR, 1))
         except ValueError:
-            listing.page = 1
-        user_ids: set[str] | None = {listing.user} if listing.user else None
+            page = 1
+        # Beyond this, OFFSET overflows the databases' 64-bit integers (and islice()).
+        listing.page = min(max(page, 1), sys.maxsize // self.list_per_page)
+        user_ids: set[str] | None = None
+        if listing.user:
+            # An id the user model cannot hold names no session.
+            pk = user_pk(listing.user)
+            user_ids = set() if pk is None else {str(pk)}
         text = listing.search
         if text:
             if PUBLIC_ID.fullmatch(text.lower()):
@@ -334,19 +335,12 @@ class SessionAdmin(admin.ModelAdmin):
 
         listing = self._listing(request, inventory)
         per_page = self.list_per_page
-        offset = (listing.page - 1) * per_page
         filters = self._filters(listing)
-        if listing.search_kind == "public_id":
-            found = inventory.get(listing.search.lower())
-            rows = [found] if found is not None and offset == 0 else []
-            total = Count(int(found is not None))
-        elif listing.user_ids == []:
-            rows, total = [], Count(0)
-        else:
-            rows = inventory.page(
-                offset=offset, limit=per_page, ordering=listing.ordering, **filters
-            )
-            total = None
+        rows = self._page_rows(inventory, listing, filters)
+        offset = (listing.page - 1) * per_page
+        total = None
+        if listing.search_kind == "public_id" or listing.user_ids == []:
+            total = Count(len(rows))
 
         one_user = (
             listing.user_ids[0]
@@ -428,7 +422,7 @@ class SessionAdmin(admin.ModelAdmin):
             "module_name": self.opts.verbose_name_plural,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "headers": self._headers(request, listing, inventory),
-            "preserved_filters": _query(request, {PAGE_VAR: request.GET.get(PAGE_VAR)})[1:],
+            "preserved_filters": _query(request, {PAGE_VAR: listing.page if offset else None})[1:],
             "filters_var": FILTERS_VAR,
             "filtered_user": filtered_user,
             "filtered_user_revoke_url": (
@@ -438,6 +432,37 @@ class SessionAdmin(admin.ModelAdmin):
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, self.change_list_template, context)
+
+    def _page_rows(
+        self, inventory: SessionInventory, listing: Listing, filters: dict[str, Any]
+    ) -> list[SessionInfo]:
+        """Return the sessions of the listing's page, and set ``listing.page`` to the page shown.
+
+        A page past the last (a stale link, an edited URL) shows the last one.
+        """
+        if listing.search_kind == "public_id" or listing.user_ids == []:
+            listing.page = 1  # one session at most, or none
+            if listing.user_ids == []:
+                return []
+            found = inventory.get(listing.search.lower())
+            return [] if found is None else [found]
+        per_page = self.list_per_page
+
+        def page(number: int) -> list[SessionInfo]:
+            offset = (number - 1) * per_page
+            return inventory.page(
+                offset=offset, limit=per_page, ordering=listing.ordering, **filters
+            )
+
+        rows = page(listing.page)
+        if rows or listing.page == 1:
+            return rows
+        # An exact count: the estimates the list may show can fall short of the last page.
+        last = max(1, -(-inventory.count(**filters).value // per_page))
+        if last >= listing.page:
+            return rows  # the sessions changed between the page and the count
+        listing.page = last
+        return page(last)
 
     def _summary(self, inventory: SessionInventory) -> dict[str, Any]:
         """Count active and expired sessions for the summary line.
@@ -717,8 +742,8 @@ class SessionAdmin(admin.ModelAdmin):
             inventory = get_inventory()
         except InventoryUnavailable as exc:
             return self._unavailable(request, exc)
-        user_id = unquote(user_id)
-        user = self._users([user_id]).get(user_id)
+        pk = user_pk(unquote(user_id))
+        user = None if pk is None else self._users([str(pk)]).get(str(pk))
         if user is None:
             raise Http404(_("No user with this id."))
         user_id = str(user.pk)
@@ -871,9 +896,7 @@ class SessionChangeList:
         self.has_active_filters = listing.filtered
         self.clear_all_filters_qs = _query(request, keep=(ORDER_VAR,))
         self.params = {
-            name: request.GET[name]
-            for name in LIST_VARS
-            if name != PAGE_VAR and name in request.GET
+            name: value for name, value in _list_params(request.GET).items() if name != PAGE_VAR
         }
         self.result_count = _shown(total)
         # The search bar shows "N results (M total)" when they differ; it counts
@@ -1036,14 +1059,19 @@ def _shown(count: Count) -> int | str:
     return _("about %(count)s") % {"count": formats.number_format(count.value)}
 
 
-def _list_query(query: str) -> str:
-    """Return the list's own parameters found in the query string *query*, re-encoded."""
-    params = QueryDict(query)
+def _list_params(params: QueryDict) -> QueryDict:
+    """Return the list's own parameters found in *params*, without NUL characters."""
+    # PostgreSQL refuses NUL in text; no username, address or id holds one.
     kept = QueryDict(mutable=True)
     for name in LIST_VARS:
         if name in params:
-            kept.setlist(name, params.getlist(name))
-    return kept.urlencode()
+            kept.setlist(name, [value.replace("\x00", "") for value in params.getlist(name)])
+    return kept
+
+
+def _list_query(query: str) -> str:
+    """Return the list's own parameters found in the query string *query*, re-encoded."""
+    return _list_params(QueryDict(query)).urlencode()
 
 
 def _query_string(params: dict[str, Any]) -> str:
@@ -1063,9 +1091,10 @@ def _query(
 
     Any change of filter goes back to the first page.
     """
+    params = _list_params(request.GET)
     query = QueryDict(mutable=True)
     for name in keep:
-        values = request.GET.getlist(name)
+        values = params.getlist(name)
         if values:
             query.setlist(name, values)
     changes = dict(changes or {})

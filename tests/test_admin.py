@@ -20,7 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from django_sessionkit.admin import PublicId
+from django_sessionkit.admin import PublicId, SessionAdmin
 from django_sessionkit.backends.base import RequestMetadata, SessionKitStore
 from django_sessionkit.inventory import get_inventory
 from django_sessionkit.inventory.model import ModelInventory
@@ -828,7 +828,27 @@ def test_pagination(our_db, superuser, exact_counts):
     assert paginator(first)[1] == 1
     assert paginator(third)[1] == 3
     assert len(listed(html(client.get(LIST, {"p": "junk"})))) == 100
-    assert listed(html(client.get(LIST, {"p": 99}))) == []
+    beyond = html(client.get(LIST, {"p": 99}))
+    assert listed(beyond) == listed(third)
+    assert paginator(beyond)[1] == 3
+
+
+def test_a_page_past_the_last_shows_the_last_on_every_engine(engine, superuser, monkeypatch):
+    monkeypatch.setattr(SessionAdmin, "list_per_page", 2)
+    # Expiries an hour apart: the pages' order is the same from one request to the next.
+    keys = [make_session({"n": n}, expiry=3600 * (n + 1)) for n in range(5)]
+    client = client_for(superuser)  # 6 sessions with its own, which expires last
+
+    def shown(**params):
+        page = html(client.get(LIST, {"o": "expire_date", **params}))
+        return listed(page), paginator(page)[1]
+
+    assert shown(p=3) == ([short(keys[4]), short(client.cookies["sessionid"].value)], 3)
+    assert shown(p=4) == shown(p=3)
+    assert shown(p=10**20) == shown(p=3)
+    # Filtered, the last page is the filter's: 5 anonymous sessions, 1 on page 3.
+    assert shown(p=99, auth=0) == ([short(keys[4])], 3)
+    assert shown(p=10**20, auth=0) == shown(p=3, auth=0)
 
 
 def test_filters_keep_each_other_in_links(our_db, superuser):
@@ -1025,3 +1045,45 @@ def test_a_revoked_session_goes_back_to_the_list(our_db, superuser, alice):
 
     assert response.redirect_chain[-1][0] == LIST
     assert "does not exist" in html(response)
+
+
+# -- tampered URLs ---------------------------------------------------------------------
+
+#: More than any database integer holds (SQLite's and PostgreSQL's are 64-bit at most).
+HUGE = "9" * 20
+
+
+def test_tampered_list_urls_never_answer_500(engine, superuser, alice):
+    alice_key = make_session(user=alice)
+    anonymous = make_session()
+    client = client_for(superuser)
+    everyone = {short(alice_key), short(anonymous), short(client.cookies["sessionid"].value)}
+
+    assert set(listed(html(client.get(LIST, {"p": HUGE})))) == everyone
+    page = html(client.get(LIST, {"p": HUGE, "status": "active", "auth": "1", "q": "alice"}))
+    assert listed(page) == [short(alice_key)]
+    page = html(client.get(LIST, {"user": HUGE}))
+    assert listed(page) == []
+    assert "No session matches." in page
+    # NUL characters are dropped: PostgreSQL refuses them in a query.
+    assert set(listed(html(client.get(LIST, {"q": "\x00"})))) == everyone
+    assert listed(html(client.get(LIST, {"q": "ali\x00ce"}))) == [short(alice_key)]
+    assert listed(html(client.get(LIST, {"user": f"{alice.pk}\x00"}))) == [short(alice_key)]
+    assert listed(html(client.get(LIST, {"q": "\x00203.0.113.5", "auth": "0"}))) == (
+        [short(anonymous)] if engine in WITH_METADATA else []
+    )
+    page = html(client.get(LIST, {"q": "\x00", "status": "active\x00"}))
+    assert "\x00" not in page
+    assert "%00" not in page
+
+
+def test_revoking_the_sessions_of_an_impossible_user_id_is_404(engine, superuser, alice):
+    key = make_session(user=alice)
+    client = client_for(superuser)
+
+    for user_id in (HUGE, "-" + HUGE, "not-a-number", "1%00"):
+        url = f"{LIST}user/{user_id}/revoke/"
+        assert client.get(url).status_code == 404
+        assert client.post(url, {"post": "yes"}).status_code == 404
+    assert exists(key)
+    assert not LogEntry.objects.exists()
