@@ -117,6 +117,20 @@ class PublicIdConverter:
 register_converter(PublicIdConverter, "sessionkit_public_id")
 
 
+@dataclass(frozen=True)
+class DeletedUser:
+    """A user id that stored sessions name, but that no user has any more.
+
+    Engines that keep no link to the user table (Redis, files, and Django's
+    own engines, whose data holds the id) keep a deleted user's sessions.
+    """
+
+    pk: str
+
+    def __str__(self) -> str:
+        return _("deleted user %(id)s") % {"id": self.pk}
+
+
 @dataclass
 class Listing:
     """What the list shows, read from the query string."""
@@ -370,9 +384,16 @@ class SessionAdmin(admin.ModelAdmin):
             seen = offset + len(rows) + (1 if len(rows) == per_page else 0)
             total = Count(max(total.value, seen), exact=False)
         users = self._users([info.user_id for info in rows if info.user_id is not None])
-        filtered_user = None
+        filtered_user: Model | DeletedUser | None = None
+        revocable = False
         if one_user is not None:
             filtered_user = users.get(one_user) or self._users([one_user]).get(one_user)
+            if filtered_user is not None:
+                revocable = True
+            elif summary["user_id"] == one_user and summary["total"].value:
+                # The user is gone but not their sessions: see revoke_user_view().
+                filtered_user = DeletedUser(one_user)
+                revocable = summary["active"].value > 0
         rows_shown = list(map(RowBuilder(self, users), rows))
         has_delete_permission = self.has_delete_permission(request)
         cl = SessionChangeList(
@@ -426,7 +447,7 @@ class SessionAdmin(admin.ModelAdmin):
             "filters_var": FILTERS_VAR,
             "filtered_user": filtered_user,
             "filtered_user_revoke_url": (
-                self.revoke_user_url(one_user) if filtered_user is not None and one_user else None
+                self.revoke_user_url(one_user) if revocable and one_user else None
             ),
             **(extra_context or {}),
         }
@@ -508,7 +529,7 @@ class SessionAdmin(admin.ModelAdmin):
         request: HttpRequest,
         inventory: SessionInventory,
         listing: Listing,
-        filtered_user: Model | None,
+        filtered_user: Model | DeletedUser | None,
     ) -> list[FilterSpec]:
         """Return the filters of the sidebar, drawn by the admin's own filter template."""
 
@@ -538,7 +559,7 @@ class SessionAdmin(admin.ModelAdmin):
         ]
         if inventory.records_activity:
             specs.append(spec(_("last activity"), ACTIVITY_VAR, listing.activity, ACTIVITY))
-        if filtered_user is not None:
+        if filtered_user is not None and listing.user:
             # No list of every user: this one is here because the list is filtered by it.
             specs.append(
                 spec(_("user"), USER_VAR, listing.user, {listing.user: str(filtered_user)})
@@ -610,6 +631,12 @@ class SessionAdmin(admin.ModelAdmin):
         data = info.get_decoded()
         users = self._users([info.user_id] if info.user_id is not None else [])
         row = self._row(info, users)
+        # Whose sessions "revoke all" revokes: the user, or a deleted user's id
+        # while this session of theirs is live (revoke_user_view takes it then).
+        owner: Model | DeletedUser | None = row["user"]
+        owner_pk = user_pk(info.user_id)
+        if owner is None and owner_pk is not None and not info.is_expired:
+            owner = DeletedUser(str(owner_pk))
         context = {
             **self.admin_site.each_context(request),
             "title": _("View session"),
@@ -624,11 +651,8 @@ class SessionAdmin(admin.ModelAdmin):
             "has_delete_permission": self.has_delete_permission(request),
             "has_view_permission": True,
             "revoke_url": self.revoke_url(info.public_id),
-            "revoke_user_url": (
-                self.revoke_user_url(info.user_id)
-                if row["user"] and info.user_id is not None
-                else None
-            ),
+            "revoke_user_url": self.revoke_user_url(str(owner_pk)) if owner is not None else None,
+            "owner": owner,
             "is_current": _current_public_id(request) == info.public_id,
             **(extra_context or {}),
         }
@@ -733,8 +757,9 @@ class SessionAdmin(admin.ModelAdmin):
     def revoke_user_view(self, request: HttpRequest, user_id: str) -> HttpResponse:
         """Revoke every session of a user, after a confirmation page.
 
-        Revoking one's own sessions keeps the session of this request, so
-        that the admin is not logged out by it.
+        The id may be a deleted user's, as long as the engine still holds
+        unexpired sessions naming it. Revoking one's own sessions keeps the
+        session of this request, so that the admin is not logged out by it.
         """
         if not self.has_delete_permission(request):
             raise PermissionDenied
@@ -743,13 +768,21 @@ class SessionAdmin(admin.ModelAdmin):
         except InventoryUnavailable as exc:
             return self._unavailable(request, exc)
         pk = user_pk(unquote(user_id))
-        user = None if pk is None else self._users([str(pk)]).get(str(pk))
-        if user is None:
+        if pk is None:
             raise Http404(_("No user with this id."))
-        user_id = str(user.pk)
-        keep = _current_public_id(request) if user.pk == request.user.pk else None
+        user_id = str(pk)
+        user: Model | DeletedUser | None = self._users([user_id]).get(user_id)
+        own = user is not None and pk == request.user.pk
+        posted = request.method == "POST" and request.POST.get("post") == "yes"
+        # Listed to be shown, and to tell whether a deleted user's id still names any.
+        sessions = inventory.for_user(user_id) if not posted or user is None else []
+        if user is None:
+            if not sessions:
+                raise Http404(_("No user with this id."))
+            user = DeletedUser(user_id)
+        keep = _current_public_id(request) if own else None
         preserved = request.POST.get(FILTERS_VAR) or request.GET.get(FILTERS_VAR, "")
-        if request.method == "POST" and request.POST.get("post") == "yes":
+        if posted:
             revoked = inventory.revoke_user(user_id, keep=keep)
             self._log_user_revocation(request, user, revoked)
             self.message_user(
@@ -763,7 +796,7 @@ class SessionAdmin(admin.ModelAdmin):
                 messages.SUCCESS,
             )
             return HttpResponseRedirect(self.changelist_url(preserved))
-        sessions = [info for info in inventory.for_user(user_id) if info.public_id != keep]
+        users = {} if isinstance(user, DeletedUser) else {user_id: user}
         context = {
             **self.admin_site.each_context(request),
             "title": _("Are you sure?"),
@@ -771,9 +804,9 @@ class SessionAdmin(admin.ModelAdmin):
             "opts": self.opts,
             "app_label": self.opts.app_label,
             "target_user": user,
-            "target_user_url": self.user_admin_url(user),
+            "target_user_url": None if isinstance(user, DeletedUser) else self.user_admin_url(user),
             "user_sessions_url": self.changelist_url(_query_string({USER_VAR: user_id})),
-            "rows": [self._row(info, {user_id: user}) for info in sessions],
+            "rows": [self._row(info, users) for info in sessions if info.public_id != keep],
             "keeps_current": keep is not None,
             "preserved_filters": preserved,
             "filters_var": FILTERS_VAR,
@@ -798,7 +831,9 @@ class SessionAdmin(admin.ModelAdmin):
             ]
         )
 
-    def _log_user_revocation(self, request: HttpRequest, user: Model, count: int) -> None:
+    def _log_user_revocation(
+        self, request: HttpRequest, user: Model | DeletedUser, count: int
+    ) -> None:
         content_type = ContentType.objects.get_for_model(self.model, for_concrete_model=False)
         LogEntry.objects.create(
             user_id=_actor_id(request),

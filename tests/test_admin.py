@@ -1087,3 +1087,72 @@ def test_revoking_the_sessions_of_an_impossible_user_id_is_404(engine, superuser
         assert client.post(url, {"post": "yes"}).status_code == 404
     assert exists(key)
     assert not LogEntry.objects.exists()
+
+
+# -- deleted users ---------------------------------------------------------------------
+
+#: Engines that keep a session after its user is deleted: the data names the user id.
+KEEP_DELETED_USERS = [OUR_REDIS, STOCK_DB, STOCK_CACHED_DB, STOCK_CACHE, STOCK_FILE]
+
+
+def revoke_user_id(user_id: Any) -> str:
+    return reverse("admin:django_sessionkit_session_user", args=[str(user_id)])
+
+
+@pytest.mark.parametrize("engine", KEEP_DELETED_USERS)
+def test_a_deleted_users_sessions_stay_revocable(use_engine, engine, superuser, alice, bob):
+    use_engine(engine)
+    alice_keys = [make_session(user=alice), make_session(user=alice, user_agent=UA_IPHONE)]
+    bob_key = make_session(user=bob)
+    alice_id = alice.pk
+    alice.delete()
+    client = client_for(superuser)
+    label = f"deleted user {alice_id}"
+
+    page = html(client.get(LIST, {"user": alice_id}))
+    assert sorted(listed(page)) == sorted(short(key) for key in alice_keys)
+    assert page.count(label) >= 3  # the summary, the sidebar, each row
+    assert f"{label}: 2 active sessions" in " ".join(page.split())
+    assert revoke_user_id(alice_id) in page
+    assert f"Revoke all sessions of {label}" in page
+    page = html(client.get(detail(public_id(alice_keys[0]))))
+    assert revoke_user_id(alice_id) in page
+    assert f"Revoke all sessions of {label}" in page
+
+    url = revoke_user_id(alice_id)
+    page = html(client.get(url))
+    assert "2 active sessions" in page
+    assert f"revoke every session of {label}?" in page
+    response = client.post(url, {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not any(exists(key) for key in alice_keys)
+    assert exists(bob_key)
+    assert f"Revoked 2 sessions of {label}." in html(client.get(response["Location"]))
+    entry = LogEntry.objects.get()
+    assert entry.object_repr == f"Sessions of {label}"
+    assert entry.user == superuser
+    # Now that nothing names the id, it is as unknown as any other.
+    assert client.get(url).status_code == 404
+    page = html(client.get(LIST, {"user": alice_id}))
+    assert listed(page) == []
+    assert url not in page
+
+
+@pytest.mark.parametrize("engine", [OUR_DB, OUR_CACHED_DB])
+def test_a_deleted_users_sessions_go_with_them_on_our_database_engines(
+    use_engine, engine, superuser, alice
+):
+    use_engine(engine)
+    key = make_session(user=alice)
+    alice_id = alice.pk
+    alice.delete()
+    client = client_for(superuser)
+
+    page = html(client.get(LIST, {"user": alice_id}))
+
+    assert listed(page) == []
+    assert revoke_user_id(alice_id) not in page
+    assert client.get(revoke_user_id(alice_id)).status_code == 404
+    assert client.post(revoke_user_id(alice_id), {"post": "yes"}).status_code == 404
+    assert get_inventory().get(public_id(key)) is None  # the row cascaded away
