@@ -44,6 +44,7 @@ from django.utils.formats import get_format
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
+from django_sessionkit.current import current_public_ids
 from django_sessionkit.inventory import (
     Count,
     InventoryUnavailable,
@@ -54,7 +55,6 @@ from django_sessionkit.inventory import (
 )
 from django_sessionkit.models import Session
 from django_sessionkit.public_id import LENGTH
-from django_sessionkit.public_id import public_id as public_id_of
 from django_sessionkit.redaction import to_json
 from django_sessionkit.useragent import describe
 from django_sessionkit.users import user_pk
@@ -394,7 +394,7 @@ class SessionAdmin(admin.ModelAdmin):
                 # The user is gone but not their sessions: see revoke_user_view().
                 filtered_user = DeletedUser(one_user)
                 revocable = summary["active"].value > 0
-        rows_shown = list(map(RowBuilder(self, users), rows))
+        rows_shown = list(map(RowBuilder(self, users, current_public_ids(request)), rows))
         has_delete_permission = self.has_delete_permission(request)
         cl = SessionChangeList(
             request,
@@ -520,9 +520,11 @@ class SessionAdmin(admin.ModelAdmin):
             "user_id": user_id,
         }
 
-    def _row(self, info: SessionInfo, users: dict[str, Model]) -> dict[str, Any]:
+    def _row(
+        self, request: HttpRequest, info: SessionInfo, users: dict[str, Model]
+    ) -> dict[str, Any]:
         """Return what the pages show of *info*."""
-        return RowBuilder(self, users)(info)
+        return RowBuilder(self, users, current_public_ids(request))(info)
 
     def _filter_specs(
         self,
@@ -630,7 +632,7 @@ class SessionAdmin(admin.ModelAdmin):
             return self._missing(request, object_id)
         data = info.get_decoded()
         users = self._users([info.user_id] if info.user_id is not None else [])
-        row = self._row(info, users)
+        row = self._row(request, info, users)
         # Whose sessions "revoke all" revokes: the user, or a deleted user's id
         # while this session of theirs is live (revoke_user_view takes it then).
         owner: Model | DeletedUser | None = row["user"]
@@ -653,7 +655,7 @@ class SessionAdmin(admin.ModelAdmin):
             "revoke_url": self.revoke_url(info.public_id),
             "revoke_user_url": self.revoke_user_url(str(owner_pk)) if owner is not None else None,
             "owner": owner,
-            "is_current": _current_public_id(request) == info.public_id,
+            "is_current": row["is_current"],
             **(extra_context or {}),
         }
         request.current_app = self.admin_site.name
@@ -691,8 +693,8 @@ class SessionAdmin(admin.ModelAdmin):
             "subtitle": None,
             "opts": self.opts,
             "app_label": self.opts.app_label,
-            "row": self._row(info, users),
-            "is_current": _current_public_id(request) == info.public_id,
+            "row": (row := self._row(request, info, users)),
+            "is_current": row["is_current"],
             "preserved_filters": request.GET.get(FILTERS_VAR, ""),
             "filters_var": FILTERS_VAR,
             **(extra_context or {}),
@@ -744,8 +746,7 @@ class SessionAdmin(admin.ModelAdmin):
             "subtitle": None,
             "opts": self.opts,
             "app_label": self.opts.app_label,
-            "rows": [self._row(info, users) for info in infos],
-            "current": _current_public_id(request),
+            "rows": [self._row(request, info, users) for info in infos],
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "action": REVOKE_SELECTED,
             "preserved_filters": preserved,
@@ -774,13 +775,18 @@ class SessionAdmin(admin.ModelAdmin):
         user: Model | DeletedUser | None = self._users([user_id]).get(user_id)
         own = user is not None and pk == request.user.pk
         posted = request.method == "POST" and request.POST.get("post") == "yes"
-        # Listed to be shown, and to tell whether a deleted user's id still names any.
-        sessions = inventory.for_user(user_id) if not posted or user is None else []
+        # Listed to be shown, to tell which one is this request's (its public
+        # id may be a fallback secret's), and to tell whether a deleted user's
+        # id still names any.
+        sessions = inventory.for_user(user_id) if not posted or own or user is None else []
         if user is None:
             if not sessions:
                 raise Http404(_("No user with this id."))
             user = DeletedUser(user_id)
-        keep = _current_public_id(request) if own else None
+        keep = None
+        if own:
+            current = current_public_ids(request)
+            keep = next((info.public_id for info in sessions if info.public_id in current), None)
         preserved = request.POST.get(FILTERS_VAR) or request.GET.get(FILTERS_VAR, "")
         if posted:
             revoked = inventory.revoke_user(user_id, keep=keep)
@@ -806,7 +812,9 @@ class SessionAdmin(admin.ModelAdmin):
             "target_user": user,
             "target_user_url": None if isinstance(user, DeletedUser) else self.user_admin_url(user),
             "user_sessions_url": self.changelist_url(_query_string({USER_VAR: user_id})),
-            "rows": [self._row(info, users) for info in sessions if info.public_id != keep],
+            "rows": [
+                self._row(request, info, users) for info in sessions if info.public_id != keep
+            ],
             "keeps_current": keep is not None,
             "preserved_filters": preserved,
             "filters_var": FILTERS_VAR,
@@ -963,9 +971,16 @@ class RowBuilder:
     PLACEHOLDER = "0" * LENGTH
     USER_PLACEHOLDER = "sessionkit-user-pk"
 
-    def __init__(self, model_admin: SessionAdmin, users: dict[str, Model]) -> None:
+    def __init__(
+        self,
+        model_admin: SessionAdmin,
+        users: dict[str, Model],
+        current: Collection[str],
+    ) -> None:
         self.admin = model_admin
         self.users = users
+        #: The public ids the request's own session may be stored under.
+        self.current = current
         self.now = timezone.now()
         self.tz = timezone.get_current_timezone()
         self.detail_url = model_admin.detail_url(self.PLACEHOLDER)
@@ -996,6 +1011,7 @@ class RowBuilder:
             "last_activity": self.moment(info.last_activity),
             "expires": self.moment(info.expire_date),
             "expired": info.expire_date is not None and info.expire_date <= self.now,
+            "is_current": info.public_id in self.current,
         }
 
     def user_url(self, user: Model | None) -> str | None:
@@ -1079,12 +1095,6 @@ def _activity_bounds(activity: str, now: datetime) -> dict[str, datetime]:
     if activity == "30d":
         return {"active_after": now - timedelta(days=30)}
     return {"active_before": now - timedelta(days=30)}
-
-
-def _current_public_id(request: HttpRequest) -> str | None:
-    session = getattr(request, "session", None)
-    key = getattr(session, "session_key", None)
-    return public_id_of(key) if key else None
 
 
 def _shown(count: Count) -> int | str:

@@ -1156,3 +1156,82 @@ def test_a_deleted_users_sessions_go_with_them_on_our_database_engines(
     assert client.get(revoke_user_id(alice_id)).status_code == 404
     assert client.post(revoke_user_id(alice_id), {"post": "yes"}).status_code == 404
     assert get_inventory().get(public_id(key)) is None  # the row cascaded away
+
+
+# -- the current session ---------------------------------------------------------------
+
+OLD_SECRET = "sessionkit-tests-the-secret-before-rotation"
+NEW_SECRET = "sessionkit-tests-the-secret-after-rotation"
+
+
+def current_rows(page: str) -> list[str]:
+    """Return the short public ids of the rows marked as the current session."""
+    return re.findall(
+        r'<tr class="sessionkit-current">.*?<code>([0-9a-f]+)</code></a>'
+        r' <span class="sessionkit-current-label">this session</span>',
+        page,
+        re.S,
+    )
+
+
+def test_the_list_marks_the_current_session(engine, superuser, alice):
+    make_session(user=alice)
+    make_session(user=superuser)
+    client = client_for(superuser)
+    own = client.cookies["sessionid"].value
+
+    page = html(client.get(LIST))
+
+    assert len(listed(page)) == 3
+    assert current_rows(page) == [short(own)]
+    assert page.count("sessionkit-current-label") == 1
+
+
+def session_stored_before_rotation(client: Client, user: User, settings: Any) -> str:
+    """Log *client* in with a session stored under the old secret's public id, then rotate.
+
+    A session keeps the public id it was stored under until its next save.
+    (Its auth hash is the new secret's: one that only a fallback verified
+    would make Django cycle the key, which saves it.)
+    """
+    settings.SECRET_KEY = NEW_SECRET
+    auth_hash = user.get_session_auth_hash()
+    settings.SECRET_KEY = OLD_SECRET
+    store = import_module(settings.SESSION_ENGINE).SessionStore()
+    store.update(
+        {
+            SESSION_KEY: str(user.pk),
+            BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
+            HASH_SESSION_KEY: auth_hash,
+        }
+    )
+    store.save()
+    settings.SECRET_KEY = NEW_SECRET
+    settings.SECRET_KEY_FALLBACKS = [OLD_SECRET]
+    client.cookies[settings.SESSION_COOKIE_NAME] = store.session_key
+    return store.session_key
+
+
+def test_after_a_key_rotation_the_admin_keeps_its_own_session(engine, settings, superuser):
+    client = Client()
+    own = session_stored_before_rotation(client, superuser, settings)
+    other = make_session(user=superuser)
+    stored = get_inventory().get(public_id(own, OLD_SECRET)) or get_inventory().get(public_id(own))
+    assert stored is not None
+
+    page = html(client.get(LIST))
+    assert current_rows(page) == [stored.public_id[:12]]
+    assert "This is the session you are using now." in html(client.get(detail(stored.public_id)))
+    page = html(client.get(revoke(stored.public_id)))
+    assert "revoking it logs you out" in page
+    selected = {"action": "revoke_selected", "_selected_action": [stored.public_id]}
+    assert "(your current session)" in html(client.post(LIST, selected))
+    page = html(client.get(revoke_user(superuser)))
+    assert "Your current session is kept" in page
+    assert "1 active session" in page
+    response = client.post(revoke_user(superuser), {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not exists(other)
+    assert exists(own)
+    assert "Revoked 1 session of root." in html(client.get(LIST))  # still logged in
