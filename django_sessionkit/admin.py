@@ -578,9 +578,9 @@ class SessionAdmin(admin.ModelAdmin):
             ("user", _("User"), None),
         ]
         if metadata:
+            # One column for both, so that the list fits beside the admin's sidebars.
             columns += [
-                ("ip", _("IP address"), None),
-                ("device", _("Device"), None),
+                ("device", _("Device and IP address"), None),
                 ("created_at", _("Created"), None),
             ]
         if inventory.records_activity:
