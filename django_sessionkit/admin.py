@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import sys
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,7 +33,7 @@ from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.admin.utils import quote, unquote
 from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Model, Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
@@ -43,6 +44,7 @@ from django.utils.formats import get_format
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
+from django_sessionkit.current import current_public_ids
 from django_sessionkit.inventory import (
     Count,
     InventoryUnavailable,
@@ -53,9 +55,9 @@ from django_sessionkit.inventory import (
 )
 from django_sessionkit.models import Session
 from django_sessionkit.public_id import LENGTH
-from django_sessionkit.public_id import public_id as public_id_of
 from django_sessionkit.redaction import to_json
 from django_sessionkit.useragent import describe
+from django_sessionkit.users import user_pk
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +115,20 @@ class PublicIdConverter:
 
 
 register_converter(PublicIdConverter, "sessionkit_public_id")
+
+
+@dataclass(frozen=True)
+class DeletedUser:
+    """A user id that stored sessions name, but that no user has any more.
+
+    Engines that keep no link to the user table (Redis, files, and Django's
+    own engines, whose data holds the id) keep a deleted user's sessions.
+    """
+
+    pk: str
+
+    def __str__(self) -> str:
+        return _("deleted user %(id)s") % {"id": self.pk}
 
 
 @dataclass
@@ -212,16 +228,9 @@ class SessionAdmin(admin.ModelAdmin):
 
     # -- users -------------------------------------------------------------------
 
-    def _user_pk(self, user_id: str) -> Any:
-        """Return *user_id* as the user model's primary key; None if it cannot be one."""
-        try:
-            return get_user_model()._meta.pk.to_python(user_id)
-        except ValidationError:
-            return None
-
     def _users(self, user_ids: Collection[str]) -> dict[str, Model]:
         """Return the users of *user_ids* by id, in one query."""
-        pks = {pk for pk in map(self._user_pk, set(user_ids)) if pk is not None}
+        pks = {pk for pk in map(user_pk, set(user_ids)) if pk is not None}
         if not pks:
             return {}
         users = get_user_model()._default_manager.in_bulk(pks)
@@ -259,7 +268,7 @@ class SessionAdmin(admin.ModelAdmin):
     # -- the list ----------------------------------------------------------------
 
     def _listing(self, request: HttpRequest, inventory: SessionInventory) -> Listing:
-        params = request.GET
+        params = _list_params(request.GET)
         listing = Listing(
             status=_choice(params.get(STATUS_VAR), STATUSES),
             authenticated=_choice(params.get(AUTH_VAR), AUTHENTICATION),
@@ -269,10 +278,16 @@ class SessionAdmin(admin.ModelAdmin):
             ordering=_ordering(params.get(ORDER_VAR)),
         )
         try:
-            listing.page = max(int(params.get(PAGE_VAR, 1)), 1)
+            page = int(params.get(PAGE_VAR, 1))
         except ValueError:
-            listing.page = 1
-        user_ids: set[str] | None = {listing.user} if listing.user else None
+            page = 1
+        # Beyond this, OFFSET overflows the databases' 64-bit integers (and islice()).
+        listing.page = min(max(page, 1), sys.maxsize // self.list_per_page)
+        user_ids: set[str] | None = None
+        if listing.user:
+            # An id the user model cannot hold names no session.
+            pk = user_pk(listing.user)
+            user_ids = set() if pk is None else {str(pk)}
         text = listing.search
         if text:
             if PUBLIC_ID.fullmatch(text.lower()):
@@ -334,19 +349,12 @@ class SessionAdmin(admin.ModelAdmin):
 
         listing = self._listing(request, inventory)
         per_page = self.list_per_page
-        offset = (listing.page - 1) * per_page
         filters = self._filters(listing)
-        if listing.search_kind == "public_id":
-            found = inventory.get(listing.search.lower())
-            rows = [found] if found is not None and offset == 0 else []
-            total = Count(int(found is not None))
-        elif listing.user_ids == []:
-            rows, total = [], Count(0)
-        else:
-            rows = inventory.page(
-                offset=offset, limit=per_page, ordering=listing.ordering, **filters
-            )
-            total = None
+        rows = self._page_rows(inventory, listing, filters)
+        offset = (listing.page - 1) * per_page
+        total = None
+        if listing.search_kind == "public_id" or listing.user_ids == []:
+            total = Count(len(rows))
 
         one_user = (
             listing.user_ids[0]
@@ -376,10 +384,17 @@ class SessionAdmin(admin.ModelAdmin):
             seen = offset + len(rows) + (1 if len(rows) == per_page else 0)
             total = Count(max(total.value, seen), exact=False)
         users = self._users([info.user_id for info in rows if info.user_id is not None])
-        filtered_user = None
+        filtered_user: Model | DeletedUser | None = None
+        revocable = False
         if one_user is not None:
             filtered_user = users.get(one_user) or self._users([one_user]).get(one_user)
-        rows_shown = list(map(RowBuilder(self, users), rows))
+            if filtered_user is not None:
+                revocable = True
+            elif summary["user_id"] == one_user and summary["total"].value:
+                # The user is gone but not their sessions: see revoke_user_view().
+                filtered_user = DeletedUser(one_user)
+                revocable = summary["active"].value > 0
+        rows_shown = list(map(RowBuilder(self, users, current_public_ids(request)), rows))
         has_delete_permission = self.has_delete_permission(request)
         cl = SessionChangeList(
             request,
@@ -428,16 +443,47 @@ class SessionAdmin(admin.ModelAdmin):
             "module_name": self.opts.verbose_name_plural,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "headers": self._headers(request, listing, inventory),
-            "preserved_filters": _query(request, {PAGE_VAR: request.GET.get(PAGE_VAR)})[1:],
+            "preserved_filters": _query(request, {PAGE_VAR: listing.page if offset else None})[1:],
             "filters_var": FILTERS_VAR,
             "filtered_user": filtered_user,
             "filtered_user_revoke_url": (
-                self.revoke_user_url(one_user) if filtered_user is not None and one_user else None
+                self.revoke_user_url(one_user) if revocable and one_user else None
             ),
             **(extra_context or {}),
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, self.change_list_template, context)
+
+    def _page_rows(
+        self, inventory: SessionInventory, listing: Listing, filters: dict[str, Any]
+    ) -> list[SessionInfo]:
+        """Return the sessions of the listing's page, and set ``listing.page`` to the page shown.
+
+        A page past the last (a stale link, an edited URL) shows the last one.
+        """
+        if listing.search_kind == "public_id" or listing.user_ids == []:
+            listing.page = 1  # one session at most, or none
+            if listing.user_ids == []:
+                return []
+            found = inventory.get(listing.search.lower())
+            return [] if found is None else [found]
+        per_page = self.list_per_page
+
+        def page(number: int) -> list[SessionInfo]:
+            offset = (number - 1) * per_page
+            return inventory.page(
+                offset=offset, limit=per_page, ordering=listing.ordering, **filters
+            )
+
+        rows = page(listing.page)
+        if rows or listing.page == 1:
+            return rows
+        # An exact count: the estimates the list may show can fall short of the last page.
+        last = max(1, -(-inventory.count(**filters).value // per_page))
+        if last >= listing.page:
+            return rows  # the sessions changed between the page and the count
+        listing.page = last
+        return page(last)
 
     def _summary(self, inventory: SessionInventory) -> dict[str, Any]:
         """Count active and expired sessions for the summary line.
@@ -474,16 +520,18 @@ class SessionAdmin(admin.ModelAdmin):
             "user_id": user_id,
         }
 
-    def _row(self, info: SessionInfo, users: dict[str, Model]) -> dict[str, Any]:
+    def _row(
+        self, request: HttpRequest, info: SessionInfo, users: dict[str, Model]
+    ) -> dict[str, Any]:
         """Return what the pages show of *info*."""
-        return RowBuilder(self, users)(info)
+        return RowBuilder(self, users, current_public_ids(request))(info)
 
     def _filter_specs(
         self,
         request: HttpRequest,
         inventory: SessionInventory,
         listing: Listing,
-        filtered_user: Model | None,
+        filtered_user: Model | DeletedUser | None,
     ) -> list[FilterSpec]:
         """Return the filters of the sidebar, drawn by the admin's own filter template."""
 
@@ -513,7 +561,7 @@ class SessionAdmin(admin.ModelAdmin):
         ]
         if inventory.records_activity:
             specs.append(spec(_("last activity"), ACTIVITY_VAR, listing.activity, ACTIVITY))
-        if filtered_user is not None:
+        if filtered_user is not None and listing.user:
             # No list of every user: this one is here because the list is filtered by it.
             specs.append(
                 spec(_("user"), USER_VAR, listing.user, {listing.user: str(filtered_user)})
@@ -530,9 +578,9 @@ class SessionAdmin(admin.ModelAdmin):
             ("user", _("User"), None),
         ]
         if metadata:
+            # One column for both, so that the list fits beside the admin's sidebars.
             columns += [
-                ("ip", _("IP address"), None),
-                ("device", _("Device"), None),
+                ("device", _("Device and IP address"), None),
                 ("created_at", _("Created"), None),
             ]
         if inventory.records_activity:
@@ -584,7 +632,13 @@ class SessionAdmin(admin.ModelAdmin):
             return self._missing(request, object_id)
         data = info.get_decoded()
         users = self._users([info.user_id] if info.user_id is not None else [])
-        row = self._row(info, users)
+        row = self._row(request, info, users)
+        # Whose sessions "revoke all" revokes: the user, or a deleted user's id
+        # while this session of theirs is live (revoke_user_view takes it then).
+        owner: Model | DeletedUser | None = row["user"]
+        owner_pk = user_pk(info.user_id)
+        if owner is None and owner_pk is not None and not info.is_expired:
+            owner = DeletedUser(str(owner_pk))
         context = {
             **self.admin_site.each_context(request),
             "title": _("View session"),
@@ -599,12 +653,9 @@ class SessionAdmin(admin.ModelAdmin):
             "has_delete_permission": self.has_delete_permission(request),
             "has_view_permission": True,
             "revoke_url": self.revoke_url(info.public_id),
-            "revoke_user_url": (
-                self.revoke_user_url(info.user_id)
-                if row["user"] and info.user_id is not None
-                else None
-            ),
-            "is_current": _current_public_id(request) == info.public_id,
+            "revoke_user_url": self.revoke_user_url(str(owner_pk)) if owner is not None else None,
+            "owner": owner,
+            "is_current": row["is_current"],
             **(extra_context or {}),
         }
         request.current_app = self.admin_site.name
@@ -642,8 +693,8 @@ class SessionAdmin(admin.ModelAdmin):
             "subtitle": None,
             "opts": self.opts,
             "app_label": self.opts.app_label,
-            "row": self._row(info, users),
-            "is_current": _current_public_id(request) == info.public_id,
+            "row": (row := self._row(request, info, users)),
+            "is_current": row["is_current"],
             "preserved_filters": request.GET.get(FILTERS_VAR, ""),
             "filters_var": FILTERS_VAR,
             **(extra_context or {}),
@@ -695,8 +746,7 @@ class SessionAdmin(admin.ModelAdmin):
             "subtitle": None,
             "opts": self.opts,
             "app_label": self.opts.app_label,
-            "rows": [self._row(info, users) for info in infos],
-            "current": _current_public_id(request),
+            "rows": [self._row(request, info, users) for info in infos],
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "action": REVOKE_SELECTED,
             "preserved_filters": preserved,
@@ -708,8 +758,9 @@ class SessionAdmin(admin.ModelAdmin):
     def revoke_user_view(self, request: HttpRequest, user_id: str) -> HttpResponse:
         """Revoke every session of a user, after a confirmation page.
 
-        Revoking one's own sessions keeps the session of this request, so
-        that the admin is not logged out by it.
+        The id may be a deleted user's, as long as the engine still holds
+        unexpired sessions naming it. Revoking one's own sessions keeps the
+        session of this request, so that the admin is not logged out by it.
         """
         if not self.has_delete_permission(request):
             raise PermissionDenied
@@ -717,14 +768,27 @@ class SessionAdmin(admin.ModelAdmin):
             inventory = get_inventory()
         except InventoryUnavailable as exc:
             return self._unavailable(request, exc)
-        user_id = unquote(user_id)
-        user = self._users([user_id]).get(user_id)
-        if user is None:
+        pk = user_pk(unquote(user_id))
+        if pk is None:
             raise Http404(_("No user with this id."))
-        user_id = str(user.pk)
-        keep = _current_public_id(request) if user.pk == request.user.pk else None
+        user_id = str(pk)
+        user: Model | DeletedUser | None = self._users([user_id]).get(user_id)
+        own = user is not None and pk == request.user.pk
+        posted = request.method == "POST" and request.POST.get("post") == "yes"
+        # Listed to be shown, to tell which one is this request's (its public
+        # id may be a fallback secret's), and to tell whether a deleted user's
+        # id still names any.
+        sessions = inventory.for_user(user_id) if not posted or own or user is None else []
+        if user is None:
+            if not sessions:
+                raise Http404(_("No user with this id."))
+            user = DeletedUser(user_id)
+        keep = None
+        if own:
+            current = current_public_ids(request)
+            keep = next((info.public_id for info in sessions if info.public_id in current), None)
         preserved = request.POST.get(FILTERS_VAR) or request.GET.get(FILTERS_VAR, "")
-        if request.method == "POST" and request.POST.get("post") == "yes":
+        if posted:
             revoked = inventory.revoke_user(user_id, keep=keep)
             self._log_user_revocation(request, user, revoked)
             self.message_user(
@@ -738,7 +802,7 @@ class SessionAdmin(admin.ModelAdmin):
                 messages.SUCCESS,
             )
             return HttpResponseRedirect(self.changelist_url(preserved))
-        sessions = [info for info in inventory.for_user(user_id) if info.public_id != keep]
+        users = {} if isinstance(user, DeletedUser) else {user_id: user}
         context = {
             **self.admin_site.each_context(request),
             "title": _("Are you sure?"),
@@ -746,9 +810,11 @@ class SessionAdmin(admin.ModelAdmin):
             "opts": self.opts,
             "app_label": self.opts.app_label,
             "target_user": user,
-            "target_user_url": self.user_admin_url(user),
+            "target_user_url": None if isinstance(user, DeletedUser) else self.user_admin_url(user),
             "user_sessions_url": self.changelist_url(_query_string({USER_VAR: user_id})),
-            "rows": [self._row(info, {user_id: user}) for info in sessions],
+            "rows": [
+                self._row(request, info, users) for info in sessions if info.public_id != keep
+            ],
             "keeps_current": keep is not None,
             "preserved_filters": preserved,
             "filters_var": FILTERS_VAR,
@@ -773,7 +839,9 @@ class SessionAdmin(admin.ModelAdmin):
             ]
         )
 
-    def _log_user_revocation(self, request: HttpRequest, user: Model, count: int) -> None:
+    def _log_user_revocation(
+        self, request: HttpRequest, user: Model | DeletedUser, count: int
+    ) -> None:
         content_type = ContentType.objects.get_for_model(self.model, for_concrete_model=False)
         LogEntry.objects.create(
             user_id=_actor_id(request),
@@ -871,9 +939,7 @@ class SessionChangeList:
         self.has_active_filters = listing.filtered
         self.clear_all_filters_qs = _query(request, keep=(ORDER_VAR,))
         self.params = {
-            name: request.GET[name]
-            for name in LIST_VARS
-            if name != PAGE_VAR and name in request.GET
+            name: value for name, value in _list_params(request.GET).items() if name != PAGE_VAR
         }
         self.result_count = _shown(total)
         # The search bar shows "N results (M total)" when they differ; it counts
@@ -905,9 +971,16 @@ class RowBuilder:
     PLACEHOLDER = "0" * LENGTH
     USER_PLACEHOLDER = "sessionkit-user-pk"
 
-    def __init__(self, model_admin: SessionAdmin, users: dict[str, Model]) -> None:
+    def __init__(
+        self,
+        model_admin: SessionAdmin,
+        users: dict[str, Model],
+        current: Collection[str],
+    ) -> None:
         self.admin = model_admin
         self.users = users
+        #: The public ids the request's own session may be stored under.
+        self.current = current
         self.now = timezone.now()
         self.tz = timezone.get_current_timezone()
         self.detail_url = model_admin.detail_url(self.PLACEHOLDER)
@@ -938,6 +1011,7 @@ class RowBuilder:
             "last_activity": self.moment(info.last_activity),
             "expires": self.moment(info.expire_date),
             "expired": info.expire_date is not None and info.expire_date <= self.now,
+            "is_current": info.public_id in self.current,
         }
 
     def user_url(self, user: Model | None) -> str | None:
@@ -1023,12 +1097,6 @@ def _activity_bounds(activity: str, now: datetime) -> dict[str, datetime]:
     return {"active_before": now - timedelta(days=30)}
 
 
-def _current_public_id(request: HttpRequest) -> str | None:
-    session = getattr(request, "session", None)
-    key = getattr(session, "session_key", None)
-    return public_id_of(key) if key else None
-
-
 def _shown(count: Count) -> int | str:
     """Return *count* as the admin's templates print it: "about N" when it is an estimate."""
     if count.exact:
@@ -1036,14 +1104,19 @@ def _shown(count: Count) -> int | str:
     return _("about %(count)s") % {"count": formats.number_format(count.value)}
 
 
-def _list_query(query: str) -> str:
-    """Return the list's own parameters found in the query string *query*, re-encoded."""
-    params = QueryDict(query)
+def _list_params(params: QueryDict) -> QueryDict:
+    """Return the list's own parameters found in *params*, without NUL characters."""
+    # PostgreSQL refuses NUL in text; no username, address or id holds one.
     kept = QueryDict(mutable=True)
     for name in LIST_VARS:
         if name in params:
-            kept.setlist(name, params.getlist(name))
-    return kept.urlencode()
+            kept.setlist(name, [value.replace("\x00", "") for value in params.getlist(name)])
+    return kept
+
+
+def _list_query(query: str) -> str:
+    """Return the list's own parameters found in the query string *query*, re-encoded."""
+    return _list_params(QueryDict(query)).urlencode()
 
 
 def _query_string(params: dict[str, Any]) -> str:
@@ -1063,9 +1136,10 @@ def _query(
 
     Any change of filter goes back to the first page.
     """
+    params = _list_params(request.GET)
     query = QueryDict(mutable=True)
     for name in keep:
-        values = request.GET.getlist(name)
+        values = params.getlist(name)
         if values:
             query.setlist(name, values)
     changes = dict(changes or {})

@@ -20,7 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from django_sessionkit.admin import PublicId
+from django_sessionkit.admin import PublicId, SessionAdmin
 from django_sessionkit.backends.base import RequestMetadata, SessionKitStore
 from django_sessionkit.inventory import get_inventory
 from django_sessionkit.inventory.model import ModelInventory
@@ -828,7 +828,27 @@ def test_pagination(our_db, superuser, exact_counts):
     assert paginator(first)[1] == 1
     assert paginator(third)[1] == 3
     assert len(listed(html(client.get(LIST, {"p": "junk"})))) == 100
-    assert listed(html(client.get(LIST, {"p": 99}))) == []
+    beyond = html(client.get(LIST, {"p": 99}))
+    assert listed(beyond) == listed(third)
+    assert paginator(beyond)[1] == 3
+
+
+def test_a_page_past_the_last_shows_the_last_on_every_engine(engine, superuser, monkeypatch):
+    monkeypatch.setattr(SessionAdmin, "list_per_page", 2)
+    # Expiries an hour apart: the pages' order is the same from one request to the next.
+    keys = [make_session({"n": n}, expiry=3600 * (n + 1)) for n in range(5)]
+    client = client_for(superuser)  # 6 sessions with its own, which expires last
+
+    def shown(**params):
+        page = html(client.get(LIST, {"o": "expire_date", **params}))
+        return listed(page), paginator(page)[1]
+
+    assert shown(p=3) == ([short(keys[4]), short(client.cookies["sessionid"].value)], 3)
+    assert shown(p=4) == shown(p=3)
+    assert shown(p=10**20) == shown(p=3)
+    # Filtered, the last page is the filter's: 5 anonymous sessions, 1 on page 3.
+    assert shown(p=99, auth=0) == ([short(keys[4])], 3)
+    assert shown(p=10**20, auth=0) == shown(p=3, auth=0)
 
 
 def test_filters_keep_each_other_in_links(our_db, superuser):
@@ -1025,3 +1045,193 @@ def test_a_revoked_session_goes_back_to_the_list(our_db, superuser, alice):
 
     assert response.redirect_chain[-1][0] == LIST
     assert "does not exist" in html(response)
+
+
+# -- tampered URLs ---------------------------------------------------------------------
+
+#: More than any database integer holds (SQLite's and PostgreSQL's are 64-bit at most).
+HUGE = "9" * 20
+
+
+def test_tampered_list_urls_never_answer_500(engine, superuser, alice):
+    alice_key = make_session(user=alice)
+    anonymous = make_session()
+    client = client_for(superuser)
+    everyone = {short(alice_key), short(anonymous), short(client.cookies["sessionid"].value)}
+
+    assert set(listed(html(client.get(LIST, {"p": HUGE})))) == everyone
+    page = html(client.get(LIST, {"p": HUGE, "status": "active", "auth": "1", "q": "alice"}))
+    assert listed(page) == [short(alice_key)]
+    page = html(client.get(LIST, {"user": HUGE}))
+    assert listed(page) == []
+    assert "No session matches." in page
+    # NUL characters are dropped: PostgreSQL refuses them in a query.
+    assert set(listed(html(client.get(LIST, {"q": "\x00"})))) == everyone
+    assert listed(html(client.get(LIST, {"q": "ali\x00ce"}))) == [short(alice_key)]
+    assert listed(html(client.get(LIST, {"user": f"{alice.pk}\x00"}))) == [short(alice_key)]
+    assert listed(html(client.get(LIST, {"q": "\x00203.0.113.5", "auth": "0"}))) == (
+        [short(anonymous)] if engine in WITH_METADATA else []
+    )
+    page = html(client.get(LIST, {"q": "\x00", "status": "active\x00"}))
+    assert "\x00" not in page
+    assert "%00" not in page
+
+
+def test_revoking_the_sessions_of_an_impossible_user_id_is_404(engine, superuser, alice):
+    key = make_session(user=alice)
+    client = client_for(superuser)
+
+    for user_id in (HUGE, "-" + HUGE, "not-a-number", "1%00"):
+        url = f"{LIST}user/{user_id}/revoke/"
+        assert client.get(url).status_code == 404
+        assert client.post(url, {"post": "yes"}).status_code == 404
+    assert exists(key)
+    assert not LogEntry.objects.exists()
+
+
+# -- deleted users ---------------------------------------------------------------------
+
+#: Engines that keep a session after its user is deleted: the data names the user id.
+KEEP_DELETED_USERS = [OUR_REDIS, STOCK_DB, STOCK_CACHED_DB, STOCK_CACHE, STOCK_FILE]
+
+
+def revoke_user_id(user_id: Any) -> str:
+    return reverse("admin:django_sessionkit_session_user", args=[str(user_id)])
+
+
+@pytest.mark.parametrize("engine", KEEP_DELETED_USERS)
+def test_a_deleted_users_sessions_stay_revocable(use_engine, engine, superuser, alice, bob):
+    use_engine(engine)
+    alice_keys = [make_session(user=alice), make_session(user=alice, user_agent=UA_IPHONE)]
+    bob_key = make_session(user=bob)
+    alice_id = alice.pk
+    alice.delete()
+    client = client_for(superuser)
+    label = f"deleted user {alice_id}"
+
+    page = html(client.get(LIST, {"user": alice_id}))
+    assert sorted(listed(page)) == sorted(short(key) for key in alice_keys)
+    assert page.count(label) >= 3  # the summary, the sidebar, each row
+    assert f"{label}: 2 active sessions" in " ".join(page.split())
+    assert revoke_user_id(alice_id) in page
+    assert f"Revoke all sessions of {label}" in page
+    page = html(client.get(detail(public_id(alice_keys[0]))))
+    assert revoke_user_id(alice_id) in page
+    assert f"Revoke all sessions of {label}" in page
+
+    url = revoke_user_id(alice_id)
+    page = html(client.get(url))
+    assert "2 active sessions" in page
+    assert f"revoke every session of {label}?" in page
+    response = client.post(url, {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not any(exists(key) for key in alice_keys)
+    assert exists(bob_key)
+    assert f"Revoked 2 sessions of {label}." in html(client.get(response["Location"]))
+    entry = LogEntry.objects.get()
+    assert entry.object_repr == f"Sessions of {label}"
+    assert entry.user == superuser
+    # Now that nothing names the id, it is as unknown as any other.
+    assert client.get(url).status_code == 404
+    page = html(client.get(LIST, {"user": alice_id}))
+    assert listed(page) == []
+    assert url not in page
+
+
+@pytest.mark.parametrize("engine", [OUR_DB, OUR_CACHED_DB])
+def test_a_deleted_users_sessions_go_with_them_on_our_database_engines(
+    use_engine, engine, superuser, alice
+):
+    use_engine(engine)
+    key = make_session(user=alice)
+    alice_id = alice.pk
+    alice.delete()
+    client = client_for(superuser)
+
+    page = html(client.get(LIST, {"user": alice_id}))
+
+    assert listed(page) == []
+    assert revoke_user_id(alice_id) not in page
+    assert client.get(revoke_user_id(alice_id)).status_code == 404
+    assert client.post(revoke_user_id(alice_id), {"post": "yes"}).status_code == 404
+    assert get_inventory().get(public_id(key)) is None  # the row cascaded away
+
+
+# -- the current session ---------------------------------------------------------------
+
+OLD_SECRET = "sessionkit-tests-the-secret-before-rotation"
+NEW_SECRET = "sessionkit-tests-the-secret-after-rotation"
+
+
+def current_rows(page: str) -> list[str]:
+    """Return the short public ids of the rows marked as the current session."""
+    return re.findall(
+        r'<tr class="sessionkit-current">.*?<code>([0-9a-f]+)</code></a>'
+        r' <span class="sessionkit-current-label">this session</span>',
+        page,
+        re.S,
+    )
+
+
+def test_the_list_marks_the_current_session(engine, superuser, alice):
+    make_session(user=alice)
+    make_session(user=superuser)
+    client = client_for(superuser)
+    own = client.cookies["sessionid"].value
+
+    page = html(client.get(LIST))
+
+    assert len(listed(page)) == 3
+    assert current_rows(page) == [short(own)]
+    assert page.count("sessionkit-current-label") == 1
+
+
+def session_stored_before_rotation(client: Client, user: User, settings: Any) -> str:
+    """Log *client* in with a session stored under the old secret's public id, then rotate.
+
+    A session keeps the public id it was stored under until its next save.
+    (Its auth hash is the new secret's: one that only a fallback verified
+    would make Django cycle the key, which saves it.)
+    """
+    settings.SECRET_KEY = NEW_SECRET
+    auth_hash = user.get_session_auth_hash()
+    settings.SECRET_KEY = OLD_SECRET
+    store = import_module(settings.SESSION_ENGINE).SessionStore()
+    store.update(
+        {
+            SESSION_KEY: str(user.pk),
+            BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
+            HASH_SESSION_KEY: auth_hash,
+        }
+    )
+    store.save()
+    settings.SECRET_KEY = NEW_SECRET
+    settings.SECRET_KEY_FALLBACKS = [OLD_SECRET]
+    client.cookies[settings.SESSION_COOKIE_NAME] = store.session_key
+    return store.session_key
+
+
+def test_after_a_key_rotation_the_admin_keeps_its_own_session(engine, settings, superuser):
+    client = Client()
+    own = session_stored_before_rotation(client, superuser, settings)
+    other = make_session(user=superuser)
+    stored = get_inventory().get(public_id(own, OLD_SECRET)) or get_inventory().get(public_id(own))
+    assert stored is not None
+
+    page = html(client.get(LIST))
+    assert current_rows(page) == [stored.public_id[:12]]
+    assert "This is the session you are using now." in html(client.get(detail(stored.public_id)))
+    page = html(client.get(revoke(stored.public_id)))
+    assert "revoking it logs you out" in page
+    selected = {"action": "revoke_selected", "_selected_action": [stored.public_id]}
+    assert "(your current session)" in html(client.post(LIST, selected))
+    page = html(client.get(revoke_user(superuser)))
+    assert "Your current session is kept" in page
+    assert "1 active session" in page
+    response = client.post(revoke_user(superuser), {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not exists(other)
+    assert exists(own)
+    assert "Revoked 1 session of root." in html(client.get(LIST))  # still logged in

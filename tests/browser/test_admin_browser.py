@@ -152,7 +152,6 @@ def test_browse_filter_search_and_revoke(
     expect(page.locator("#result_list")).to_contain_text("Mobile Safari 18")
     expect(page.locator("#changelist-filter")).to_be_visible()
     hide_nav_sidebar(page)
-    screenshot(page, "session_list")
 
     # Filter: only the active sessions.
     page.locator("#changelist-filter").get_by_role("link", name="Active").first.click()
@@ -192,6 +191,60 @@ def test_browse_filter_search_and_revoke(
     alice_page = population["alice_page"]
     alice_page.goto("/")
     expect(alice_page.locator(".account")).to_contain_text("Log in")
+
+
+#: Where the list's parts are, in CSS pixels of the viewport.
+LAYOUT = """() => {
+  const box = (element) => element.getBoundingClientRect();
+  const results = document.querySelector("#changelist .results");
+  return {
+    viewport: document.documentElement.clientWidth,
+    page: document.documentElement.scrollWidth,
+    results: {right: box(results).right, scroll: results.scrollWidth, width: results.clientWidth},
+    headers: [...document.querySelectorAll("#result_list thead th")].map(
+      (th) => ({name: th.className.split(" ")[0], left: box(th).left, right: box(th).right})
+    ),
+  };
+}"""
+
+
+@pytest.mark.parametrize("width", [1280, 1440])
+def test_every_column_fits_beside_the_sidebars(
+    new_context: Callable[..., BrowserContext], population: dict[str, Any], width: int
+):
+    page = new_context(viewport={"width": width, "height": 800}).new_page()
+    admin_login(page)
+    page.goto("/admin/django_sessionkit/session/")
+    expect(page.locator("#nav-sidebar")).to_be_visible()
+    expect(page.locator("#changelist-filter")).to_be_visible()
+
+    layout = page.evaluate(LAYOUT)
+    assert layout["page"] <= layout["viewport"]  # the page does not scroll sideways
+    results = layout["results"]
+    assert results["scroll"] <= results["width"]  # nor does the table
+    headers = layout["headers"]
+    assert [header["name"] for header in headers] == [
+        "action-checkbox-column",
+        "column-public_id",
+        "column-user",
+        "column-device",
+        "column-created_at",
+        "column-last_activity",
+        "column-expire_date",
+        "column-status",
+    ]
+    for header in headers:
+        assert header["left"] >= 0, header
+        assert header["right"] <= min(layout["viewport"], results["right"]), header
+
+    # The admin's own session, marked in words.
+    current = rows(page).filter(has=page.locator(".sessionkit-current-label"))
+    expect(current).to_have_count(1)
+    expect(current.locator(".field-user")).to_have_text("admin")
+    expect(current.locator(".sessionkit-current-label")).to_have_text("this session")
+    expect(current.locator(".sessionkit-current-label")).to_be_visible()
+    if width == VIEWPORT["width"]:
+        screenshot(page, "session_list")
 
 
 def test_revoke_selected_through_the_action_bar(
