@@ -672,6 +672,15 @@ def test_demo_superuser_keeps_an_existing_password_unless_reset():
 
 
 @pytest.mark.django_db
+def test_demo_superuser_prints_the_urls_of_the_port_make_run_uses():
+    output = run_demo_superuser("--port", "8001")
+    assert "Site:  http://127.0.0.1:8001/" in output
+    assert "Admin: http://127.0.0.1:8001/admin/" in output
+    assert "runserver 8001" in output
+    assert ":8000" not in output
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     "args",
     [("--username", ""), ("--username", "   "), ("--password", ""), ("--username", "no spaces!")],
