@@ -611,7 +611,9 @@ def test_your_sessions_shows_devices_and_revokes(client):
     content = text(response)
     assert "/static/blog/site.css" in content
     assert '<a href="/sessions/" aria-current="page">' in content
-    rows = re.findall(r"<tr(?: class=\"current\")?> <td>(.*?)</td> <td>(.*?)</td>", content)
+    rows = re.findall(
+        r"<tr(?: class=\"current\")?> <td[^>]*><span>(.*?)</span></td> <td[^>]*>(.*?)</td>", content
+    )
     assert len(rows) == 2
     # This device first, then the phone; the IP comes from SessionKitMiddleware.
     assert rows[0][0].startswith("Chrome 131 on Linux")
