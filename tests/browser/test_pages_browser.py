@@ -293,3 +293,11 @@ def test_the_example_project_keeps_its_own_layout(page: Page):
     expect(page.locator("link[href$='django_sessionkit/sessionkit.css']")).to_have_count(0)
     expect(page.get_by_role("navigation", name="Demos")).to_be_visible()
     expect(page.get_by_text(re.compile("^Cookie test passed"))).to_be_visible()
+
+
+def test_dark_mode(new_context: Callable[..., BrowserContext], bare_project: None):
+    page = new_context(viewport=DESKTOP, color_scheme="dark").new_page()
+    page.goto("/sessions/cookie-test/")
+    body = style(page.locator("body"), "backgroundColor", "color")
+    assert body == {"backgroundColor": "rgb(13, 17, 23)", "color": "rgb(230, 237, 243)"}
+    assert_note(page.locator(".sessionkit-ok"))
