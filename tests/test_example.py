@@ -624,7 +624,9 @@ def test_your_sessions_shows_devices_and_revokes(client):
     content = text(response)
     assert "/static/blog/site.css" in content
     assert '<a href="/sessions/" aria-current="page">' in content
-    rows = re.findall(r"<tr(?: class=\"current\")?> <td>(.*?)</td> <td>(.*?)</td>", content)
+    rows = re.findall(
+        r"<tr(?: class=\"current\")?> <td[^>]*><span>(.*?)</span></td> <td[^>]*>(.*?)</td>", content
+    )
     assert len(rows) == 2
     # This device first, then the phone; the IP comes from SessionKitMiddleware.
     assert rows[0][0].startswith("Chrome 131 on Linux")
@@ -682,6 +684,15 @@ def test_demo_superuser_keeps_an_existing_password_unless_reset():
     output = run_demo_superuser("--username", "demo", "--password", "second", "--reset")
     assert "Password: second" in output
     assert user_model.objects.get(username="demo").check_password("second")
+
+
+@pytest.mark.django_db
+def test_demo_superuser_prints_the_urls_of_the_port_make_run_uses():
+    output = run_demo_superuser("--port", "8001")
+    assert "Site:  http://127.0.0.1:8001/" in output
+    assert "Admin: http://127.0.0.1:8001/admin/" in output
+    assert "runserver 8001" in output
+    assert ":8000" not in output
 
 
 @pytest.mark.django_db

@@ -17,6 +17,8 @@ import example.settings as example_settings
 import pytest
 from django.test.utils import override_settings
 
+import tests.settings as test_settings
+
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
     from pytest_django.live_server_helper import LiveServer
@@ -112,6 +114,17 @@ def example_project(settings: Any) -> None:
     """Configure sessions as the example project does, for the test and the live server."""
     for name, value in EXAMPLE_SETTINGS.items():
         setattr(settings, name, value)
+
+
+@pytest.fixture
+def bare_project(settings: Any, example_project: None) -> None:
+    """Render with the test settings' templates: no ``DIRS``, so no project template.
+
+    django_sessionkit's pages then extend the app's own base template and
+    stylesheet, as in a project that has no styles of its own, instead of the
+    example project's override.
+    """
+    settings.TEMPLATES = test_settings.TEMPLATES
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Field
 from django.utils.translation import gettext as _
 
-SITE_URL = "http://127.0.0.1:8000/"
+DEFAULT_PORT = 8000
 
 
 class Command(BaseCommand):
@@ -22,12 +22,20 @@ class Command(BaseCommand):
         )
         parser.add_argument("--password", default="admin", help="Its password (default: admin).")
         parser.add_argument(
+            "--port",
+            type=int,
+            default=DEFAULT_PORT,
+            help=f"Port of the server, for the URLs it prints (default: {DEFAULT_PORT}).",
+        )
+        parser.add_argument(
             "--reset",
             action="store_true",
             help="Set the password (and superuser flags) of an existing user.",
         )
 
-    def handle(self, *args: Any, username: str, password: str, reset: bool, **options: Any) -> None:
+    def handle(
+        self, *args: Any, username: str, password: str, reset: bool, port: int, **options: Any
+    ) -> None:
         user_model = get_user_model()
         username = username.strip()
         if not username or not password:
@@ -77,6 +85,9 @@ class Command(BaseCommand):
 
         self.stdout.write(_("Username: %(username)s") % {"username": username})
         self.stdout.write(_("Password: %(password)s") % {"password": password})
-        self.stdout.write(_("Site:  %(url)s") % {"url": SITE_URL})
-        self.stdout.write(_("Admin: %(url)s") % {"url": f"{SITE_URL}admin/"})
-        self.stdout.write(_("Start the server with: python manage.py runserver"))
+        site_url = f"http://127.0.0.1:{port}/"
+        self.stdout.write(_("Site:  %(url)s") % {"url": site_url})
+        self.stdout.write(_("Admin: %(url)s") % {"url": f"{site_url}admin/"})
+        self.stdout.write(
+            _("Start the server with: python manage.py runserver %(port)s") % {"port": port}
+        )
