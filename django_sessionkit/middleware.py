@@ -66,9 +66,14 @@ def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
 
 
 def stored_ip(address: str | None) -> str | None:
-    """Apply ``SESSIONKIT_STORE_IP`` to *address*."""
+    """Apply ``SESSIONKIT_STORE_IP`` to *address*.
+
+    A value other than ``"full"`` and ``"truncated"`` stores nothing (system
+    check ``sessionkit.E001`` reports it): a misspelt privacy setting must not
+    store more than was asked.
+    """
     mode = conf.STORE_IP
-    if address is None or mode == "none":
+    if address is None or mode not in ("full", "truncated"):
         return None
     if mode == "truncated":
         ip = ipaddress.ip_address(address)

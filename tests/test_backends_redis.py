@@ -570,6 +570,23 @@ def test_a_cache_that_is_not_django_redis_is_refused(settings, caplog):
     assert "django-redis cache" in caplog.text
 
 
+def test_django_redis_sharded_client_is_refused_with_the_reason(settings, redis_server):
+    settings.CACHES = {
+        **settings.CACHES,
+        "sharded": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": [redis_server.url],
+            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.ShardClient"},
+        },
+    }
+    settings.SESSION_ENGINE = ENGINE
+    settings.SESSION_CACHE_ALIAS = "sharded"
+
+    with pytest.raises(SessionStorageUnavailable, match="sharded client") as raised:
+        backend.SessionStore().save()
+    assert not raised.value.outcome_unknown
+
+
 @pytest.mark.django_db
 @pytest.mark.urls("example.urls")
 def test_logging_in_on_a_cache_that_is_not_django_redis_answers_503_not_500(settings):

@@ -174,6 +174,17 @@ def test_count(inventory, make, users, mode):
     assert inventory.count(ip="10.0.0.1") == Count(2 if inventory.records_metadata else 0)
 
 
+@pytest.mark.parametrize("impossible", ["9" * 20, "-" + "9" * 20, "1\x00", "abc"])
+def test_a_user_id_the_user_model_cannot_hold_has_no_sessions(inventory, make, users, impossible):
+    make(user=users[0])
+
+    assert inventory.count(user_id=impossible) == Count(0)
+    assert inventory.page(user_id=impossible) == []
+    assert inventory.page(user_ids=[impossible, str(users[0].pk)]) != []
+    assert inventory.for_user(impossible) == []
+    assert inventory.revoke_user(impossible) == 0
+
+
 def test_estimate_without_filters(inventory, make):
     for _ in range(4):
         make()

@@ -148,6 +148,9 @@ def test_client_ip(client, settings, proxies, remote_addr, forwarded_for, expect
         # Truncated as the IPv4 address it maps, not as an IPv6 /48 ("::").
         ("truncated", "::ffff:198.51.100.77", "198.51.100.0"),
         ("none", "198.51.100.77", None),
+        # A misspelt privacy setting (system check E001) stores nothing.
+        ("truncate", "198.51.100.77", None),
+        (False, "198.51.100.77", None),
     ],
 )
 def test_store_ip(client, settings, mode, address, expected):

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib.sessions.backends.base import CreateError
 from django.contrib.sessions.backends.db import SessionStore as DBStore
-from django.core.exceptions import ValidationError
 from django.db import router
 from django.utils import timezone
 
 from django_sessionkit.backends.base import RequestMetadata, SessionKitStore
 from django_sessionkit.public_id import public_id
+from django_sessionkit.users import user_pk
 
 if TYPE_CHECKING:
     from django_sessionkit.models import Session
@@ -77,11 +77,10 @@ class ModelMetadataMixin(SessionKitStore, _StoreBase):
         if user_id is None:
             return None
         field = self.get_model_class()._meta.get_field("user")
-        try:
-            return field.target_field.to_python(user_id)  # type: ignore[union-attr, unused-ignore]
-        except ValidationError:
+        pk = user_pk(user_id, field.target_field)  # type: ignore[union-attr, unused-ignore]
+        if pk is None:
             logger.warning("Session names a user id the user model cannot hold; storing none")
-            return None
+        return pk
 
     def _fill(self, obj: Session, data: dict[str, Any]) -> Session:
         """Add the metadata to the instance Django's ``save()`` is about to write."""

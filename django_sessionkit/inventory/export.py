@@ -22,13 +22,14 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS, SessionBase
-from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured, ValidationError
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import models, router
 from django.utils import timezone
 
 from django_sessionkit.backends.base import CopiedMetadata, warn_unreadable
 from django_sessionkit.inventory import OUR_REDIS_ENGINE, extends, store_class_of
 from django_sessionkit.inventory.base import InventoryUnavailable
+from django_sessionkit.users import user_pk
 
 logger = logging.getLogger(__name__)
 
@@ -371,12 +372,9 @@ def missing_users(engine: str, sessions: Iterable[ExportedSession]) -> set[str]:
     wanted: dict[Any, str] = {}
     for session in sessions:
         user_id = session.user_id
-        if user_id is None:
-            continue
-        try:
-            wanted[target.to_python(user_id)] = user_id
-        except ValidationError:
-            continue  # the engine stores no user for an id the model cannot hold
+        pk = None if user_id is None else user_pk(user_id, target)
+        if pk is not None:  # the engine stores no user for an id the model cannot hold
+            wanted[pk] = user_id
     if not wanted:
         return set()
     remote = user_field.remote_field.model

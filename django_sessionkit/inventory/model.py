@@ -45,6 +45,7 @@ from django_sessionkit.inventory.base import (
     wanted_users,
 )
 from django_sessionkit.public_id import public_id as public_id_of
+from django_sessionkit.users import user_pk
 
 logger = logging.getLogger(__name__)
 
@@ -143,9 +144,9 @@ class ModelInventory(SessionInventory):
         raise ValueError(f"Unknown status {status!r}; use 'all', 'active' or 'expired'.")
 
     def _user_pk(self, user_id: str) -> Any:
-        """Return *user_id* as the user model's primary key value; ValidationError if not one."""
+        """Return *user_id* as a value of the session model's user key, None if it cannot be one."""
         field = self.model._meta.get_field("user").target_field  # type: ignore[union-attr]
-        return field.to_python(user_id)
+        return user_pk(user_id, field)
 
     @staticmethod
     def _valid_ip(ip: str) -> bool:
@@ -282,12 +283,8 @@ class ModelInventory(SessionInventory):
         """Return the metadata query for the filters, or None when nothing can match."""
         queryset = self._objects.filter(self._status_q(status, timezone.now()))
         if users is not None:
-            pks = []
-            for user_id in users:
-                try:
-                    pks.append(self._user_pk(user_id))
-                except ValidationError:
-                    continue  # no session can point to a user the model cannot hold
+            # No session can point to a user the model cannot hold.
+            pks = [pk for pk in map(self._user_pk, users) if pk is not None]
             if not pks:
                 return None
             queryset = queryset.filter(user_id__in=pks)
