@@ -10,3 +10,11 @@ def test_french_translation_ships_with_the_app():
 
     assert "Service indisponible" in html
     assert "Service unavailable" not in html
+
+
+def test_the_page_of_a_write_whose_outcome_is_unknown_is_translated_too():
+    with translation.override("fr"):
+        html = render_to_string("django_sessionkit/503.html", {"outcome_unknown": True})
+
+    assert "peut-être été enregistrée" in html
+    assert "Rien n’a été modifié" not in html
