@@ -27,6 +27,7 @@ from django_sessionkit.inventory.model import ModelInventory
 from django_sessionkit.models import Session
 from django_sessionkit.public_id import public_id
 from django_sessionkit.redaction import MASK
+from tests.engines import use_sessionkit_middleware
 
 pytestmark = pytest.mark.django_db
 
@@ -70,12 +71,7 @@ def use_engine(request, settings, tmp_path, monkeypatch):
     def use(engine: str) -> str:
         settings.SESSION_ENGINE = engine
         settings.SESSION_CACHE_ALIAS = "redis"
-        settings.MIDDLEWARE = [
-            "django_sessionkit.middleware.SessionKitMiddleware"
-            if entry == "django.contrib.sessions.middleware.SessionMiddleware"
-            else entry
-            for entry in settings.MIDDLEWARE
-        ]
+        use_sessionkit_middleware(settings)
         if engine in ON_REDIS:
             request.getfixturevalue("redis_cache")
         if engine == STOCK_FILE:

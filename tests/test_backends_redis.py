@@ -25,6 +25,7 @@ from redis.retry import Retry
 from django_sessionkit.backends import redis as backend
 from django_sessionkit.backends.base import RequestMetadata, SessionStorageUnavailable
 from django_sessionkit.public_id import public_id
+from tests.engines import use_sessionkit_middleware
 from tests.redis_server import private_server
 from tests.session_behaviour import *  # noqa: F403
 from tests.session_behaviour import NOW
@@ -592,12 +593,7 @@ def test_django_redis_sharded_client_is_refused_with_the_reason(settings, redis_
 def test_logging_in_on_a_cache_that_is_not_django_redis_answers_503_not_500(settings):
     settings.SESSION_ENGINE = ENGINE
     settings.SESSION_CACHE_ALIAS = "default"  # locmem: the system check says so at start-up
-    settings.MIDDLEWARE = [
-        "django_sessionkit.middleware.SessionKitMiddleware"
-        if entry == "django.contrib.sessions.middleware.SessionMiddleware"
-        else entry
-        for entry in settings.MIDDLEWARE
-    ]
+    use_sessionkit_middleware(settings)
     User.objects.create_user("carol", password="carol-pass")
     client = Client(raise_request_exception=False)
 
@@ -741,12 +737,7 @@ urlpatterns = [
 @pytest.fixture
 def sessionkit_client(redis_down, settings) -> Client:
     settings.ROOT_URLCONF = __name__
-    settings.MIDDLEWARE = [
-        "django_sessionkit.middleware.SessionKitMiddleware"
-        if entry == "django.contrib.sessions.middleware.SessionMiddleware"
-        else entry
-        for entry in settings.MIDDLEWARE
-    ]
+    use_sessionkit_middleware(settings)
     client = Client()
     client.cookies[settings.SESSION_COOKIE_NAME] = save(backend.SessionStore, {SESSION_KEY: "1"})
     return client
@@ -755,12 +746,7 @@ def sessionkit_client(redis_down, settings) -> Client:
 def test_read_only_requests_write_activity_once_per_interval(store, keyspace, redis, settings):
     settings.ROOT_URLCONF = __name__
     settings.SESSIONKIT_ACTIVITY_INTERVAL = 60
-    settings.MIDDLEWARE = [
-        "django_sessionkit.middleware.SessionKitMiddleware"
-        if entry == "django.contrib.sessions.middleware.SessionMiddleware"
-        else entry
-        for entry in settings.MIDDLEWARE
-    ]
+    use_sessionkit_middleware(settings)
     with time_machine.travel(NOW, tick=False) as clock:
         key = save(store, {SESSION_KEY: "1"})
         client = Client(HTTP_USER_AGENT=UA)
@@ -867,12 +853,7 @@ def test_a_write_refused_by_a_stopped_server_changed_nothing_and_says_so(redis_h
 
 def test_the_503_page_of_a_write_that_timed_out_does_not_say_nothing_changed(redis_hung, settings):
     settings.ROOT_URLCONF = __name__
-    settings.MIDDLEWARE = [
-        "django_sessionkit.middleware.SessionKitMiddleware"
-        if entry == "django.contrib.sessions.middleware.SessionMiddleware"
-        else entry
-        for entry in settings.MIDDLEWARE
-    ]
+    use_sessionkit_middleware(settings)
     client = Client()
     client.cookies[settings.SESSION_COOKIE_NAME] = save(backend.SessionStore, {SESSION_KEY: "1"})
     assert client.get("/read/").content == b"user=1"
@@ -931,12 +912,7 @@ def test_a_request_carrying_a_corrupt_session_gets_a_fresh_one(
     store, keyspace, redis, corruption, settings
 ):
     settings.ROOT_URLCONF = __name__
-    settings.MIDDLEWARE = [
-        "django_sessionkit.middleware.SessionKitMiddleware"
-        if entry == "django.contrib.sessions.middleware.SessionMiddleware"
-        else entry
-        for entry in settings.MIDDLEWARE
-    ]
+    use_sessionkit_middleware(settings)
     key = save(store, {SESSION_KEY: "1", "k": "v"})
     CORRUPTIONS[corruption](redis, keyspace.session(public_id(key)))
     client = Client(raise_request_exception=False)

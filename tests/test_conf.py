@@ -12,6 +12,7 @@ from django.urls import path
 from django_sessionkit.conf import DEFAULT_REDACT, conf
 from django_sessionkit.models import Session
 from django_sessionkit.redaction import MASK, is_secret, redact
+from tests.engines import use_sessionkit_middleware
 from tests.session_behaviour import NOW
 
 
@@ -109,12 +110,7 @@ urlpatterns = [path("write/", write), path("read/", read)]
 def sessionkit(settings):
     settings.ROOT_URLCONF = __name__
     settings.SESSION_ENGINE = "django_sessionkit.backends.db"
-    settings.MIDDLEWARE = [
-        "django_sessionkit.middleware.SessionKitMiddleware"
-        if entry == "django.contrib.sessions.middleware.SessionMiddleware"
-        else entry
-        for entry in settings.MIDDLEWARE
-    ]
+    use_sessionkit_middleware(settings)
 
 
 def only_row() -> Session:

@@ -9,6 +9,7 @@ from django.test import AsyncClient, Client
 
 from django_sessionkit.inventory import get_inventory
 from django_sessionkit.login import redirect_to_login, safe_next_url
+from tests.engines import use_sessionkit_middleware
 
 pytestmark = [pytest.mark.urls("tests.urls_login"), pytest.mark.django_db]
 
@@ -132,12 +133,7 @@ ENGINES = [
 def engine(request, settings):
     settings.SESSION_ENGINE = request.param
     settings.SESSION_CACHE_ALIAS = "redis"
-    settings.MIDDLEWARE = [
-        "django_sessionkit.middleware.SessionKitMiddleware"
-        if entry == "django.contrib.sessions.middleware.SessionMiddleware"
-        else entry
-        for entry in settings.MIDDLEWARE
-    ]
+    use_sessionkit_middleware(settings)
     request.getfixturevalue("redis_cache")
     return request.param
 

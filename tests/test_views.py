@@ -8,6 +8,7 @@ from django.test import Client
 from django.urls import reverse
 
 from django_sessionkit.public_id import public_id
+from tests.engines import use_sessionkit_middleware
 
 ENGINES = [
     "django.contrib.sessions.backends.db",
@@ -28,12 +29,7 @@ UA_IPHONE = (
 def use_engine(request, settings, engine):
     settings.SESSION_ENGINE = engine
     settings.SESSION_CACHE_ALIAS = "redis"
-    settings.MIDDLEWARE = [
-        "django_sessionkit.middleware.SessionKitMiddleware"
-        if entry == "django.contrib.sessions.middleware.SessionMiddleware"
-        else entry
-        for entry in settings.MIDDLEWARE
-    ]
+    use_sessionkit_middleware(settings)
     if "redis" in engine or "cached_db" in engine:
         request.getfixturevalue("redis_cache")
     return engine
