@@ -284,7 +284,7 @@ class Browser:
         return page
 
     def session_key(self) -> str:
-        return next(cookie.value for cookie in self.cookies if cookie.name == "sessionid")
+        return next(str(cookie.value) for cookie in self.cookies if cookie.name == "sessionid")
 
 
 def free_port() -> int:

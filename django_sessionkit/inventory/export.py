@@ -372,7 +372,9 @@ def missing_users(engine: str, sessions: Iterable[ExportedSession]) -> set[str]:
     wanted: dict[Any, str] = {}
     for session in sessions:
         user_id = session.user_id
-        pk = None if user_id is None else user_pk(user_id, target)
+        if user_id is None:
+            continue
+        pk = user_pk(user_id, target)
         if pk is not None:  # the engine stores no user for an id the model cannot hold
             wanted[pk] = user_id
     if not wanted:

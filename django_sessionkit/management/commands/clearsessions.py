@@ -421,9 +421,9 @@ class Command(DjangoClearSessions):
                 pass
             else:
                 return str(user.pk), user
-        user = self._user(value)
-        if user is not None:
-            return str(user.pk), user
+        found = self._user(value)
+        if found is not None:
+            return str(found.pk), found
         pk = user_pk(value)
         if pk is not None and inventory.count(user_id=str(pk), status="active").value:
             return str(pk), None
