@@ -324,10 +324,7 @@ class SessionAdmin(admin.ModelAdmin):
         if listing.authenticated:
             filters["authenticated"] = listing.authenticated == "1"
         if listing.user_ids is not None:
-            if len(listing.user_ids) == 1:
-                filters["user_id"] = listing.user_ids[0]
-            else:
-                filters["user_ids"] = listing.user_ids
+            filters["users"] = listing.user_ids
         if listing.search_kind == "ip":
             filters["ip"] = listing.search
         if listing.activity:
@@ -361,7 +358,7 @@ class SessionAdmin(admin.ModelAdmin):
             if listing.user_ids is not None and len(listing.user_ids) == 1
             else None
         )
-        only_user = one_user is not None and filters == {"user_id": one_user}
+        only_user = one_user is not None and filters == {"users": [one_user]}
         if one_user is not None and listing.search_kind != "public_id":
             summary = self._user_summary(inventory, one_user, rows if only_user else None, offset)
         else:
@@ -510,8 +507,8 @@ class SessionAdmin(admin.ModelAdmin):
             expired = sum(1 for info in rows if info.expire_date and info.expire_date <= now)
             everything, expired_count = Count(len(rows)), Count(expired)
         else:
-            everything = inventory.count(user_id=user_id)
-            expired_count = inventory.count(user_id=user_id, status="expired")
+            everything = inventory.count(users=[user_id])
+            expired_count = inventory.count(users=[user_id], status="expired")
         active = Count(everything.value - expired_count.value)
         return {
             "total": everything,

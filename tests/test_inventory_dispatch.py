@@ -206,7 +206,7 @@ def test_sessions_written_by_our_engines(engine, django_user_model, settings):
     inventory = get_inventory(engine)
 
     assert inventory.count() == Count(3)
-    assert inventory.count(user_id=str(user.pk)) == Count(2)
+    assert inventory.count(users=[str(user.pk)]) == Count(2)
     listed = inventory.for_user(str(user.pk))
     assert {info.public_id for info in listed} == {public_id(key) for key in keys}
     for info in listed:
@@ -224,3 +224,54 @@ def test_sessions_written_by_our_engines(engine, django_user_model, settings):
     assert store_class(keys[0]).load()["cart"] == "192.0.2.10"
     assert inventory.revoke(public_id(keys[0])) is True
     assert store_class(keys[0]).load() == {}
+
+
+EVERY_ENGINE = [
+    "django.contrib.sessions.backends.db",
+    "django.contrib.sessions.backends.cached_db",
+    "django.contrib.sessions.backends.cache",
+    "django.contrib.sessions.backends.file",
+    OUR_DB,
+    OUR_CACHED_DB,
+    OUR_REDIS,
+]
+
+
+@pytest.fixture(params=EVERY_ENGINE)
+def any_inventory(request, settings, redis_cache, tmp_path, monkeypatch, db):
+    settings.SESSION_ENGINE = request.param
+    settings.SESSION_CACHE_ALIAS = "redis"
+    settings.SESSION_FILE_PATH = str(tmp_path)
+    monkeypatch.setattr(FileStore, "_storage_path", str(tmp_path), raising=False)
+    return get_inventory()
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"offset": -1},
+        {"limit": -1},
+        {"ordering": "created_at"},
+        {"status": "alive"},
+    ],
+)
+def test_every_engine_refuses_the_same_bad_page_arguments(any_inventory, arguments):
+    with pytest.raises(ValueError, match="offset and limit|Unknown ordering|Unknown status"):
+        any_inventory.page(**arguments)
+
+
+def test_every_engine_refuses_an_unknown_status_to_count(any_inventory):
+    with pytest.raises(ValueError, match="Unknown status"):
+        any_inventory.count(status="alive")
+
+
+def test_every_engine_matches_nothing_for_no_users(any_inventory, django_user_model):
+    user = django_user_model.objects.create_user("ada")
+    store = __import__(any_inventory.engine, fromlist=["SessionStore"]).SessionStore()
+    store[SESSION_KEY] = str(user.pk)
+    store.save()
+
+    assert any_inventory.count(users=[]) == Count(0)
+    assert any_inventory.page(users=()) == []
+    assert any_inventory.count(users=[str(user.pk)]).value == 1
+    assert any_inventory.page(limit=0) == []

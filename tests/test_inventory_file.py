@@ -66,8 +66,8 @@ def test_count(inventory, make):
     assert inventory.count(estimate=True) == Count(5)
     assert inventory.count(status="active") == Count(3)
     assert inventory.count(status="expired") == Count(2)
-    assert inventory.count(user_id="1") == Count(2)
-    assert inventory.count(user_id="1", status="active") == Count(1)
+    assert inventory.count(users=["1"]) == Count(2)
+    assert inventory.count(users=["1"], status="active") == Count(1)
     assert inventory.count(authenticated=True) == Count(3)
     assert inventory.count(authenticated=False, status="active") == Count(1)
     # The file engine records no address.
@@ -179,8 +179,8 @@ def test_page_filters(inventory, make):
     make(user_id="8")
     anon = make(idle=timedelta(minutes=5))
 
-    assert ids(inventory.page(user_id="7")) == [public_id(k) for k in (a1, a2, a_old)]
-    assert ids(inventory.page(user_id="7", status="active")) == [public_id(k) for k in (a1, a2)]
+    assert ids(inventory.page(users=["7"])) == [public_id(k) for k in (a1, a2, a_old)]
+    assert ids(inventory.page(users=["7"], status="active")) == [public_id(k) for k in (a1, a2)]
     assert ids(inventory.page(status="expired")) == [public_id(a_old)]
     assert ids(inventory.page(authenticated=False)) == [public_id(anon)]
     assert len(inventory.page(authenticated=True)) == 4
@@ -311,13 +311,11 @@ def test_count_and_page_by_user_ids(inventory, make):
     make(user_id="3")
     make()
 
-    assert inventory.count(user_ids=["1", "2"]) == Count(3)
-    assert inventory.count(user_ids={"2", "9"}, status="active") == Count(1)
-    assert inventory.count(user_ids=[]) == Count(0)
-    assert inventory.page(user_ids=[]) == []
-    assert inventory.count(user_id="1", user_ids=["1", "2"]) == Count(2)
-    assert inventory.count(user_id="3", user_ids=["1", "2"]) == Count(0)
-    assert len(inventory.page(user_ids=("1", "3"), status="active")) == 2
+    assert inventory.count(users=["1", "2"]) == Count(3)
+    assert inventory.count(users={"2", "9"}, status="active") == Count(1)
+    assert inventory.count(users=[]) == Count(0)
+    assert inventory.page(users=[]) == []
+    assert len(inventory.page(users=("1", "3"), status="active")) == 2
 
 
 def test_count_and_page_by_activity(inventory, make):

@@ -122,13 +122,13 @@ def test_count(inventory, population):
         assert inventory.count(authenticated=True).value == 4
         assert inventory.count(authenticated=True, status="active").value == 3
         assert inventory.count(authenticated=False, status="expired").value == 1
-        assert inventory.count(user_id="1").value == 2
-        assert inventory.count(user_id="2", status="active").value == 1
-        assert inventory.count(user_id="2", status="expired").value == 1
-        assert inventory.count(user_id="2", ip="192.0.2.1").value == 1
+        assert inventory.count(users=["1"]).value == 2
+        assert inventory.count(users=["2"], status="active").value == 1
+        assert inventory.count(users=["2"], status="expired").value == 1
+        assert inventory.count(users=["2"], ip="192.0.2.1").value == 1
         assert inventory.count(ip="192.0.2.1").value == 3
         assert inventory.count(ip="192.0.2.1", authenticated=False).value == 1
-        assert inventory.count(user_id="404").value == 0
+        assert inventory.count(users=["404"]).value == 0
 
         assert sum(inventory.clear_expired()) == 2
         assert inventory.count(status="expired").value == 0
@@ -171,9 +171,9 @@ def test_page_filters(inventory, population):
         ]
         by_ip = inventory.page(ip="192.0.2.1", ordering="expire_date", offset=1, limit=5)
         assert pids(by_ip) == [public_id(population[n]) for n in ("anon", "u2")]
-        by_user = inventory.page(user_id="1", ordering="expire_date")
+        by_user = inventory.page(users=["1"], ordering="expire_date")
         assert pids(by_user) == [public_id(population[n]) for n in ("u1a", "u1b")]
-        assert inventory.page(user_id="2", status="expired")[0].public_id == public_id(
+        assert inventory.page(users=["2"], status="expired")[0].public_id == public_id(
             population["short_u2"]
         )
 
@@ -187,8 +187,8 @@ def test_page_by_user_orders_by_real_activity(inventory, ours):
         touched.load()
         touched.touch_activity(NOW + timedelta(seconds=30))
 
-        assert pids(inventory.page(user_id="5")) == [public_id(first), public_id(second)]
-        assert pids(inventory.page(user_id="5", ordering="last_activity")) == [
+        assert pids(inventory.page(users=["5"])) == [public_id(first), public_id(second)]
+        assert pids(inventory.page(users=["5"], ordering="last_activity")) == [
             public_id(second),
             public_id(first),
         ]
@@ -393,7 +393,7 @@ def test_stock_count(stock_inventory, stock_population):
     assert stock_inventory.count().value == 4
     assert stock_inventory.count().exact
     assert stock_inventory.count(status="expired").value == 0
-    assert stock_inventory.count(user_id="1").value == 2
+    assert stock_inventory.count(users=["1"]).value == 2
     assert stock_inventory.count(authenticated=True).value == 3
     assert stock_inventory.count(authenticated=False).value == 1
     assert stock_inventory.count(ip="192.0.2.1").value == 0
@@ -405,7 +405,7 @@ def test_stock_page(stock_inventory, stock_population):
     assert pids(stock_inventory.page(ordering="expire_date")) == order
     assert pids(stock_inventory.page()) == order[::-1]
     assert pids(stock_inventory.page(offset=1, limit=2, ordering="expire_date")) == order[1:3]
-    assert pids(stock_inventory.page(user_id="1", ordering="expire_date")) == order[1:3]
+    assert pids(stock_inventory.page(users=["1"], ordering="expire_date")) == order[1:3]
     assert pids(stock_inventory.page(authenticated=False)) == order[:1]
     assert stock_inventory.page(status="expired") == []
     page = stock_inventory.page(ordering="expire_date")
@@ -447,7 +447,7 @@ def test_stock_inventory_skips_cached_db_keys(stock_inventory, stock_population,
     stock_save(StockCachedDBStore, {SESSION_KEY: "1"})
 
     assert stock_inventory.count().value == 4
-    assert stock_inventory.count(user_id="1").value == 2
+    assert stock_inventory.count(users=["1"]).value == 2
 
 
 def test_stock_inventory_needs_django_redis(settings):
@@ -506,7 +506,7 @@ def test_users_whose_digests_collide_never_see_each_others_sessions(inventory, o
 
     assert pids(inventory.for_user(first)) == [public_id(mine)]
     assert sorted(pids(inventory.for_user(second))) == sorted(public_id(k) for k in theirs)
-    assert inventory.count(user_id=first).value == 1
+    assert inventory.count(users=[first]).value == 1
     assert inventory.revoke_user(first) == 1
     assert all(ours().exists(key) for key in theirs)
     assert len(inventory.for_user(second)) == 2
@@ -517,15 +517,13 @@ def test_users_whose_digests_collide_never_see_each_others_sessions(inventory, o
 
 def test_count_and_page_by_user_ids(inventory, population):
     with time_machine.travel(NOW + timedelta(minutes=5), tick=False):
-        assert inventory.count(user_ids=["1", "2"]).value == 4
-        assert inventory.count(user_ids={"1", "2"}, status="active").value == 3
-        assert inventory.count(user_ids=["2", "404"]).value == 2
+        assert inventory.count(users=["1", "2"]).value == 4
+        assert inventory.count(users={"1", "2"}, status="active").value == 3
+        assert inventory.count(users=["2", "404"]).value == 2
         # An empty collection matches nothing, unlike None.
-        assert inventory.count(user_ids=[]).value == 0
-        assert inventory.page(user_ids=()) == []
-        assert inventory.count(user_id="1", user_ids=["1", "2"]).value == 2
-        assert inventory.count(user_id="1", user_ids=["2"]).value == 0
-        page = inventory.page(user_ids=["1", "2"], status="active", ordering="expire_date")
+        assert inventory.count(users=[]).value == 0
+        assert inventory.page(users=()) == []
+        page = inventory.page(users=["1", "2"], status="active", ordering="expire_date")
         assert pids(page) == [public_id(population[n]) for n in ("u1a", "u2", "u1b")]
 
 
@@ -543,13 +541,13 @@ def test_count_and_page_by_activity(inventory, ours):
         assert inventory.count(active_before=cutoff).value == 1
         assert inventory.count(active_after=cutoff).value == 2  # at or after
         assert inventory.count(active_after=cutoff, active_before=NOW).value == 1
-        assert inventory.count(active_after=cutoff, user_id="1").value == 1
+        assert inventory.count(active_after=cutoff, users=["1"]).value == 1
         assert pids(inventory.page(active_after=cutoff, ordering="expire_date")) == [
             public_id(middle),
             public_id(recent),
         ]
         assert pids(inventory.page(active_before=cutoff)) == [public_id(old)]
-        assert pids(inventory.page(user_ids=["1"], active_before=cutoff)) == [public_id(old)]
+        assert pids(inventory.page(users=["1"], active_before=cutoff)) == [public_id(old)]
 
 
 def test_stats(inventory, population):
@@ -635,10 +633,9 @@ def test_clear_inactive_keeps_a_session_active_meanwhile(inventory, ours):
 
 
 def test_stock_filters_stats_and_clear_inactive(stock_inventory, stock_population):
-    assert stock_inventory.count(user_ids=["1", "2"]).value == 3
-    assert stock_inventory.count(user_ids=[]).value == 0
-    assert stock_inventory.count(user_id="1", user_ids=["2"]).value == 0
-    assert pids(stock_inventory.page(user_ids=["2"])) == [public_id(stock_population["u2"])]
+    assert stock_inventory.count(users=["1", "2"]).value == 3
+    assert stock_inventory.count(users=[]).value == 0
+    assert pids(stock_inventory.page(users=["2"])) == [public_id(stock_population["u2"])]
     # No activity is recorded: the activity filters match nothing.
     assert not stock_inventory.records_activity
     assert stock_inventory.count(active_before=NOW).value == 0
@@ -840,7 +837,7 @@ def test_a_corrupt_session_is_left_out_of_every_listing(inventory, corrupt):
         "page by status": inventory.page(status="active"),
         "page by ip": inventory.page(ip="192.0.2.2"),
         "page by activity": inventory.page(active_before=now + timedelta(hours=1)),
-        "page by user": inventory.page(user_id=user_id),
+        "page by user": inventory.page(users=[user_id]),
         "for_user": inventory.for_user(user_id),
     }
     found = inventory.get(broken)

@@ -14,24 +14,70 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+from django.contrib.auth import SESSION_KEY
 from django.utils import timezone
 
 from django_sessionkit.backends.base import warn_unreadable
+from django_sessionkit.public_id import public_id
 
 logger = logging.getLogger(__name__)
 
 Status = Literal["all", "active", "expired"]
 Ordering = Literal["-last_activity", "last_activity", "-expire_date", "expire_date"]
+STATUSES: tuple[Status, ...] = get_args(Status)
+ORDERINGS: tuple[Ordering, ...] = get_args(Ordering)
 
 
-def wanted_users(user_id: str | None, user_ids: Collection[str] | None) -> frozenset[str] | None:
-    """Return the user ids that the *user_id* and *user_ids* filters keep; None for any user."""
-    if user_ids is None:
-        return None if user_id is None else frozenset((user_id,))
-    wanted = frozenset(str(value) for value in user_ids)
-    return wanted if user_id is None else wanted & {user_id}
+@dataclass(frozen=True)
+class Filters:
+    """Which sessions a count or a page is about, checked once.
+
+    *users* keeps the sessions of any of these user ids (an empty collection
+    matches nothing; None, any user). *active_after* and *active_before* keep
+    sessions last active at or after, and before, a moment. Filters combine.
+    """
+
+    status: Status = "all"
+    users: frozenset[str] | None = None
+    ip: str | None = None
+    authenticated: bool | None = None
+    active_after: datetime | None = None
+    active_before: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"Unknown status {self.status!r}; use one of {', '.join(STATUSES)}.")
+        if self.users is not None:
+            object.__setattr__(self, "users", frozenset(str(user) for user in self.users))
+
+    @property
+    def by_activity(self) -> bool:
+        return self.active_after is not None or self.active_before is not None
+
+    @property
+    def unfiltered(self) -> bool:
+        """Whether every session matches."""
+        return self == Filters()
+
+    def matches(self, info: SessionInfo, now: datetime) -> bool:
+        """Whether *info* passes the filters, judged on what it carries."""
+        expired = info.expire_date is not None and info.expire_date <= now
+        if (self.status == "active" and expired) or (self.status == "expired" and not expired):
+            return False
+        if self.users is not None and info.user_id not in self.users:
+            return False
+        if self.ip is not None and info.ip != self.ip:
+            return False
+        if self.authenticated is not None and info.is_authenticated != self.authenticated:
+            return False
+        activity = info.last_activity
+        if self.active_after is not None and (activity is None or activity < self.active_after):
+            return False
+        return self.active_before is None or (
+            activity is not None and activity < self.active_before
+        )
 
 
 class InventoryUnavailable(Exception):
@@ -140,6 +186,30 @@ class SessionInfo:
         return self._decoded[0]
 
 
+def decoded_info(
+    session_key: str,
+    data: dict[str, Any],
+    expire_date: datetime | None,
+    last_activity: datetime | None = None,
+) -> SessionInfo:
+    """Return a session as an engine that records nothing beside its data shows it.
+
+    The user comes from the data (``_auth_user_id``); there is no IP address,
+    user agent or creation time.
+    """
+    user_id = data.get(SESSION_KEY)
+    return SessionInfo(
+        public_id=public_id(session_key),
+        user_id=None if user_id is None else str(user_id),
+        ip=None,
+        user_agent="",
+        created_at=None,
+        last_activity=last_activity,
+        expire_date=expire_date,
+        _load=lambda: data,
+    )
+
+
 class SessionInventory(abc.ABC):
     """Read and revoke the sessions of one engine."""
 
@@ -177,27 +247,71 @@ class SessionInventory(abc.ABC):
         message = "Skipping the unreadable session %s of %s: %s"
         warn_unreadable(logger, entry, message, entry, self.engine, reason)
 
-    @abc.abstractmethod
     def count(
         self,
         *,
         status: Status = "all",
-        user_id: str | None = None,
-        user_ids: Collection[str] | None = None,
+        users: Collection[str] | None = None,
         ip: str | None = None,
         authenticated: bool | None = None,
         active_after: datetime | None = None,
         active_before: datetime | None = None,
         estimate: bool = False,
     ) -> Count:
-        """Count sessions; with *estimate*, an engine may answer from statistics.
+        """Count sessions (filters as in :class:`Filters`); with *estimate*, an
+        engine may answer from statistics.
 
-        Filters combine: *user_ids* keeps the sessions of any of these users
-        (an empty collection matches nothing); *active_after* and
-        *active_before* keep sessions last active at or after, and before, a
-        moment. On an engine that does not record activity
-        (:attr:`records_activity` is False) the activity filters match nothing.
+        On an engine that records no IP address (:attr:`records_metadata`) or
+        no activity (:attr:`records_activity`), those filters match nothing.
         """
+        filters = Filters(
+            status, None if users is None else frozenset(users), ip, authenticated,
+            active_after, active_before,
+        )  # fmt: skip
+        if not self._can_match(filters):
+            return Count(0)
+        return self._count(filters, estimate=estimate)
+
+    def page(
+        self,
+        *,
+        offset: int = 0,
+        limit: int = 100,
+        status: Status = "all",
+        users: Collection[str] | None = None,
+        ip: str | None = None,
+        authenticated: bool | None = None,
+        active_after: datetime | None = None,
+        active_before: datetime | None = None,
+        ordering: Ordering = "-last_activity",
+    ) -> list[SessionInfo]:
+        """Return one page of sessions, ordered and filtered (filters as in :meth:`count`).
+
+        Raise ValueError for an unknown ordering or a negative *offset* or *limit*.
+        """
+        filters = Filters(
+            status, None if users is None else frozenset(users), ip, authenticated,
+            active_after, active_before,
+        )  # fmt: skip
+        if ordering not in ORDERINGS:
+            raise ValueError(f"Unknown ordering {ordering!r}; use one of {', '.join(ORDERINGS)}.")
+        if offset < 0 or limit < 0:
+            raise ValueError("offset and limit must not be negative.")
+        if limit == 0 or not self._can_match(filters):
+            return []
+        return self._page(filters, offset=offset, limit=limit, ordering=ordering)
+
+    def _can_match(self, filters: Filters) -> bool:
+        """Whether any session could pass *filters*, given what the engine records."""
+        if filters.users == frozenset():
+            return False
+        if filters.ip is not None and not self.records_metadata:
+            return False
+        return not (filters.by_activity and not self.records_activity)
+
+    @abc.abstractmethod
+    def _count(self, filters: Filters, *, estimate: bool) -> Count:
+        """Count the sessions that pass *filters*; only called when some could."""
 
     def totals(self, *, estimate: bool = False) -> tuple[Count, Count]:
         """Return the count of every session and of the expired ones, as :meth:`count`
@@ -206,21 +320,10 @@ class SessionInventory(abc.ABC):
         return self.count(estimate=estimate), self.count(status="expired", estimate=estimate)
 
     @abc.abstractmethod
-    def page(
-        self,
-        *,
-        offset: int = 0,
-        limit: int = 100,
-        status: Status = "all",
-        user_id: str | None = None,
-        user_ids: Collection[str] | None = None,
-        ip: str | None = None,
-        authenticated: bool | None = None,
-        active_after: datetime | None = None,
-        active_before: datetime | None = None,
-        ordering: Ordering = "-last_activity",
+    def _page(
+        self, filters: Filters, *, offset: int, limit: int, ordering: Ordering
     ) -> list[SessionInfo]:
-        """Return one page of sessions, ordered and filtered (filters as in :meth:`count`)."""
+        """Return one page of the sessions that pass *filters*; *limit* is at least 1."""
 
     @abc.abstractmethod
     def get(self, public_id: str) -> SessionInfo | None:

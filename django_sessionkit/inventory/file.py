@@ -15,7 +15,7 @@ import heapq
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
@@ -31,27 +31,20 @@ from django.utils import timezone
 from django_sessionkit.inventory.base import (
     BatchSizer,
     Count,
+    Filters,
     Ordering,
     SessionInfo,
     SessionInventory,
     Stats,
-    Status,
-    wanted_users,
+    decoded_info,
 )
 from django_sessionkit.public_id import public_id as public_id_of
 
 logger = logging.getLogger(__name__)
 
-STATUSES = ("all", "active", "expired")
-ORDERINGS = ("-last_activity", "last_activity", "-expire_date", "expire_date")
 KEY_CHARS = frozenset(VALID_KEY_CHARS)
 #: The shortest key Django accepts (SessionBase._validate_session_key).
 MIN_KEY_LENGTH = 8
-
-
-def _check_status(status: str) -> None:
-    if status not in STATUSES:
-        raise ValueError(f"Unknown status {status!r}; use one of {STATUSES}.")
 
 
 @dataclass(frozen=True)
@@ -175,105 +168,32 @@ class FileInventory(SessionInventory):
                     return self._entry(store, dir_entry.path, key, tz)
         return None
 
-    @staticmethod
-    def _filter(
-        status: Status,
-        user_id: str | None,
-        user_ids: Collection[str] | None,
-        ip: str | None,
-        authenticated: bool | None,
-        active_after: datetime | None,
-        active_before: datetime | None,
-    ) -> Callable[[_Entry], bool]:
-        """Return the test an entry must pass; the file's mtime is its last activity."""
-        _check_status(status)
-        users = wanted_users(user_id, user_ids)
+    def _matching(self, filters: Filters) -> Iterator[_Entry]:
+        """Yield the entries that pass *filters*; the file's mtime is its last activity."""
         now = timezone.now()
-
-        def matches(entry: _Entry) -> bool:
-            if ip is not None:
-                return False  # the engine records no address
-            expired = entry.expire_date <= now
-            if (status == "active" and expired) or (status == "expired" and not expired):
-                return False
-            if users is not None and entry.user_id not in users:
-                return False
-            if active_after is not None and entry.modified < active_after:
-                return False
-            if active_before is not None and entry.modified >= active_before:
-                return False
-            return authenticated is None or (entry.user_id is not None) == authenticated
-
-        return matches
+        return (entry for entry in self._entries() if filters.matches(self._info(entry), now))
 
     def _info(self, entry: _Entry) -> SessionInfo:
-        data = entry.data
-        return SessionInfo(
-            public_id=public_id_of(entry.session_key),
-            user_id=entry.user_id,
-            ip=None,
-            user_agent="",
-            created_at=None,
-            last_activity=entry.modified,
-            expire_date=entry.expire_date,
-            _load=lambda: data,
-        )
+        return decoded_info(entry.session_key, entry.data, entry.expire_date, entry.modified)
 
     # -- SessionInventory -----------------------------------------------------
 
-    def count(
-        self,
-        *,
-        status: Status = "all",
-        user_id: str | None = None,
-        user_ids: Collection[str] | None = None,
-        ip: str | None = None,
-        authenticated: bool | None = None,
-        active_after: datetime | None = None,
-        active_before: datetime | None = None,
-        estimate: bool = False,
-    ) -> Count:
+    def _count(self, filters: Filters, *, estimate: bool) -> Count:
         """Count session files; always exact (one pass over the directory)."""
-        matches = self._filter(
-            status, user_id, user_ids, ip, authenticated, active_after, active_before
-        )
-        return Count(sum(1 for entry in self._entries() if matches(entry)))
+        return Count(sum(1 for _ in self._matching(filters)))
 
-    def page(
-        self,
-        *,
-        offset: int = 0,
-        limit: int = 100,
-        status: Status = "all",
-        user_id: str | None = None,
-        user_ids: Collection[str] | None = None,
-        ip: str | None = None,
-        authenticated: bool | None = None,
-        active_after: datetime | None = None,
-        active_before: datetime | None = None,
-        ordering: Ordering = "-last_activity",
+    def _page(
+        self, filters: Filters, *, offset: int, limit: int, ordering: Ordering
     ) -> list[SessionInfo]:
         """Return one page; memory grows with *offset* + *limit*, not with the directory."""
-        if ordering not in ORDERINGS:
-            raise ValueError(f"Unknown ordering {ordering!r}; use one of {ORDERINGS}.")
-        matches = self._filter(
-            status, user_id, user_ids, ip, authenticated, active_after, active_before
-        )
-        offset, limit = max(offset, 0), max(limit, 0)
-        if limit == 0:
-            return []
         attribute = ordering.lstrip("-").replace("last_activity", "modified")
-        descending = ordering.startswith("-")
-        matching = (entry for entry in self._entries() if matches(entry))
+        pick = heapq.nlargest if ordering.startswith("-") else heapq.nsmallest
         # The key breaks ties, so that pages neither skip nor repeat a session.
-        if descending:
-            best = heapq.nlargest(
-                offset + limit, matching, key=lambda e: (getattr(e, attribute), e.session_key)
-            )
-        else:
-            best = heapq.nsmallest(
-                offset + limit, matching, key=lambda e: (getattr(e, attribute), e.session_key)
-            )
+        best = pick(
+            offset + limit,
+            self._matching(filters),
+            key=lambda e: (getattr(e, attribute), e.session_key),
+        )
         return [self._info(entry) for entry in best[offset:]]
 
     def get(self, public_id: str) -> SessionInfo | None:
@@ -282,8 +202,7 @@ class FileInventory(SessionInventory):
         return None if entry is None else self._info(entry)
 
     def _user_entries(self, user_id: str) -> list[_Entry]:
-        matches = self._filter("active", user_id, None, None, None, None, None)
-        return [entry for entry in self._entries() if matches(entry)]
+        return list(self._matching(Filters("active", frozenset((user_id,)))))
 
     def for_user(self, user_id: str) -> list[SessionInfo]:
         """Return the unexpired sessions of *user_id*, last written first."""

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from importlib import import_module
+from itertools import islice
 from operator import itemgetter
 from typing import Any, cast
 
@@ -37,12 +38,13 @@ from django_sessionkit.backends.cached_db import RevocableCachedDBStore
 from django_sessionkit.inventory.base import (
     BatchSizer,
     Count,
+    Filters,
     Ordering,
     SessionInfo,
     SessionInventory,
     Stats,
     Status,
-    wanted_users,
+    decoded_info,
 )
 from django_sessionkit.public_id import public_id as public_id_of
 from django_sessionkit.users import user_pk
@@ -74,7 +76,6 @@ INFO_FIELDS = (
     "last_activity",
     "expire_date",
 )
-ORDERINGS = ("-last_activity", "last_activity", "-expire_date", "expire_date")
 
 
 def has_metadata(model: type[Model]) -> bool:
@@ -207,7 +208,7 @@ class ModelInventory(SessionInventory):
         """
         if not (self.cached and self.records_metadata):
             return  # nothing cached, or rows that name no user and stay
-        queryset = self._filtered("active", frozenset((user_id,)))
+        queryset = self._filtered(Filters("active", frozenset((user_id,))))
         keys = [] if queryset is None else list(queryset.values_list("session_key", flat=True))
         if not keys:
             return
@@ -236,21 +237,6 @@ class ModelInventory(SessionInventory):
 
     # -- stock mode: the user is in the session data -------------------------
 
-    def _stock_info(
-        self, session_key: str, data: dict[str, Any], expire_date: datetime
-    ) -> SessionInfo:
-        user_id = data.get(SESSION_KEY)
-        return SessionInfo(
-            public_id=public_id_of(session_key),
-            user_id=None if user_id is None else str(user_id),
-            ip=None,
-            user_agent="",
-            created_at=None,
-            last_activity=None,
-            expire_date=expire_date,
-            _load=lambda: data,
-        )
-
     @staticmethod
     def _rows(queryset: QuerySet[Any]) -> QuerySet[Any]:
         return queryset.values_list("session_key", "session_data", "expire_date")
@@ -260,103 +246,44 @@ class ModelInventory(SessionInventory):
         for session_key, session_data, expire_date in rows.iterator(chunk_size=CHUNK_SIZE):
             yield session_key, self._decode(session_data), expire_date
 
-    @staticmethod
-    def _stock_matches(
-        data: dict[str, Any], users: frozenset[str] | None, authenticated: bool | None
-    ) -> bool:
-        stored = data.get(SESSION_KEY)
-        if users is not None and (stored is None or str(stored) not in users):
-            return False
-        return authenticated is None or (stored is not None) == authenticated
-
     # -- SessionInventory -----------------------------------------------------
 
-    def _filtered(
-        self,
-        status: Status,
-        users: frozenset[str] | None,
-        ip: str | None = None,
-        authenticated: bool | None = None,
-        active_after: datetime | None = None,
-        active_before: datetime | None = None,
-    ) -> QuerySet[Any] | None:
+    def _filtered(self, filters: Filters) -> QuerySet[Any] | None:
         """Return the metadata query for the filters, or None when nothing can match."""
-        queryset = self._objects.filter(self._status_q(status, timezone.now()))
-        if users is not None:
+        queryset = self._objects.filter(self._status_q(filters.status, timezone.now()))
+        if filters.users is not None:
             # No session can point to a user the model cannot hold.
-            pks = [pk for pk in map(self._user_pk, users) if pk is not None]
+            pks = [pk for pk in map(self._user_pk, filters.users) if pk is not None]
             if not pks:
                 return None
             queryset = queryset.filter(user_id__in=pks)
-        if authenticated is not None:
-            queryset = queryset.filter(user__isnull=not authenticated)
-        if ip is not None:
+        if filters.authenticated is not None:
+            queryset = queryset.filter(user__isnull=not filters.authenticated)
+        if filters.ip is not None:
             # inet columns (PostgreSQL) reject malformed addresses with an error.
-            if not self._valid_ip(ip):
+            if not self._valid_ip(filters.ip):
                 return None
-            queryset = queryset.filter(ip=ip)
-        if active_after is not None:
-            queryset = queryset.filter(last_activity__gte=active_after)
-        if active_before is not None:
-            queryset = queryset.filter(last_activity__lt=active_before)
+            queryset = queryset.filter(ip=filters.ip)
+        if filters.active_after is not None:
+            queryset = queryset.filter(last_activity__gte=filters.active_after)
+        if filters.active_before is not None:
+            queryset = queryset.filter(last_activity__lt=filters.active_before)
         return queryset
 
-    def _stock_cannot_match(
-        self,
-        users: frozenset[str] | None,
-        ip: str | None,
-        active_after: datetime | None,
-        active_before: datetime | None,
-    ) -> bool:
-        """Whether, without metadata, nothing can match: no address, no activity recorded."""
-        return (
-            ip is not None
-            or active_after is not None
-            or active_before is not None
-            or users == frozenset()
-        )
-
-    def count(
-        self,
-        *,
-        status: Status = "all",
-        user_id: str | None = None,
-        user_ids: Collection[str] | None = None,
-        ip: str | None = None,
-        authenticated: bool | None = None,
-        active_after: datetime | None = None,
-        active_before: datetime | None = None,
-        estimate: bool = False,
-    ) -> Count:
+    def _count(self, filters: Filters, *, estimate: bool) -> Count:
         """Count sessions; *estimate* reads PostgreSQL's statistics when nothing is filtered."""
-        self._status_q(status, timezone.now())  # rejects an unknown status
-        users = wanted_users(user_id, user_ids)
-        unfiltered = (
-            status == "all"
-            and users is None
-            and ip is None
-            and authenticated is None
-            and active_after is None
-            and active_before is None
-        )
-        if estimate and unfiltered:
+        if estimate and filters.unfiltered:
             estimated = self._estimate()
             if estimated is not None:
                 return Count(estimated, exact=False)
         if not self.records_metadata:
-            if self._stock_cannot_match(users, ip, active_after, active_before):
-                return Count(0)
-            queryset = self._objects.filter(self._status_q(status, timezone.now()))
-            if users is None and authenticated is None:
+            queryset = self._objects.filter(self._status_q(filters.status, timezone.now()))
+            if filters.users is None and filters.authenticated is None:
                 return Count(queryset.count())
-            return Count(
-                sum(
-                    1
-                    for _, data, _ in self._stream(self._rows(queryset))
-                    if self._stock_matches(data, users, authenticated)
-                )
-            )
-        filtered = self._filtered(status, users, ip, authenticated, active_after, active_before)
+            now = timezone.now()
+            stream = self._stream(self._rows(queryset))
+            return Count(sum(1 for row in stream if filters.matches(decoded_info(*row), now)))
+        filtered = self._filtered(filters)
         return Count(0 if filtered is None else filtered.count())
 
     def totals(self, *, estimate: bool = False) -> tuple[Count, Count]:
@@ -402,37 +329,17 @@ class ModelInventory(SessionInventory):
             return None
         return int(row[0])
 
-    def page(
-        self,
-        *,
-        offset: int = 0,
-        limit: int = 100,
-        status: Status = "all",
-        user_id: str | None = None,
-        user_ids: Collection[str] | None = None,
-        ip: str | None = None,
-        authenticated: bool | None = None,
-        active_after: datetime | None = None,
-        active_before: datetime | None = None,
-        ordering: Ordering = "-last_activity",
+    def _page(
+        self, filters: Filters, *, offset: int, limit: int, ordering: Ordering
     ) -> list[SessionInfo]:
         """Return one page of sessions.
 
         Without metadata there is no ``last_activity``: ordering by it orders
         by ``expire_date``, which a save moves forward just as activity does.
         """
-        if ordering not in ORDERINGS:
-            raise ValueError(f"Unknown ordering {ordering!r}; use one of {ORDERINGS}.")
-        self._status_q(status, timezone.now())  # rejects an unknown status
-        offset, limit = max(offset, 0), max(limit, 0)
-        if limit == 0:
-            return []
-        users = wanted_users(user_id, user_ids)
         if not self.records_metadata:
-            if self._stock_cannot_match(users, ip, active_after, active_before):
-                return []
-            return self._stock_page(offset, limit, status, users, authenticated, ordering)
-        queryset = self._filtered(status, users, ip, authenticated, active_after, active_before)
+            return self._stock_page(filters, offset, limit, ordering)
+        queryset = self._filtered(filters)
         if queryset is None:
             return []
         # The key breaks ties so that pages neither skip nor repeat a session,
@@ -450,32 +357,18 @@ class ModelInventory(SessionInventory):
         return [self._info(*row) for row in rows]
 
     def _stock_page(
-        self,
-        offset: int,
-        limit: int,
-        status: Status,
-        users: frozenset[str] | None,
-        authenticated: bool | None,
-        ordering: Ordering,
+        self, filters: Filters, offset: int, limit: int, ordering: Ordering
     ) -> list[SessionInfo]:
         order = ordering.replace("last_activity", "expire_date")
+        now = timezone.now()
         rows = self._rows(
-            self._objects.filter(self._status_q(status, timezone.now())).order_by(order, "pk")
+            self._objects.filter(self._status_q(filters.status, now)).order_by(order, "pk")
         )
-        if users is None and authenticated is None:
-            return [self._stock_info(*row) for row in self._stream(rows[offset : offset + limit])]
-        found: list[SessionInfo] = []
-        skipped = 0
-        for session_key, data, expire_date in self._stream(rows):
-            if not self._stock_matches(data, users, authenticated):
-                continue
-            if skipped < offset:
-                skipped += 1
-                continue
-            found.append(self._stock_info(session_key, data, expire_date))
-            if len(found) == limit:
-                break
-        return found
+        if filters.users is None and filters.authenticated is None:
+            return [decoded_info(*row) for row in self._stream(rows[offset : offset + limit])]
+        infos = (decoded_info(*row) for row in self._stream(rows))
+        matching = (info for info in infos if filters.matches(info, now))
+        return list(islice(matching, offset, offset + limit))
 
     def _info(
         self,
@@ -520,7 +413,7 @@ class ModelInventory(SessionInventory):
                     "session_data", "expire_date"
                 )
                 for session_data, expire_date in rows:
-                    return self._stock_info(session_key, self._decode(session_data), expire_date)
+                    return decoded_info(session_key, self._decode(session_data), expire_date)
             return None
         row = self._objects.filter(public_id=public_id).values_list(*INFO_FIELDS).first()
         return None if row is None else self._info(*row)
@@ -534,19 +427,20 @@ class ModelInventory(SessionInventory):
                 return
 
     def _stock_user_rows(self, user_id: str) -> Iterator[tuple[str, dict[str, Any], datetime]]:
-        live = self._objects.filter(expire_date__gt=timezone.now()).order_by()
-        users = frozenset((user_id,))
-        for session_key, data, expire_date in self._stream(self._rows(live)):
-            if self._stock_matches(data, users, None):
-                yield session_key, data, expire_date
+        now = timezone.now()
+        live = self._objects.filter(expire_date__gt=now).order_by()
+        of_user = Filters(users=frozenset((user_id,)))
+        for row in self._stream(self._rows(live)):
+            if of_user.matches(decoded_info(*row), now):
+                yield row
 
     def for_user(self, user_id: str) -> list[SessionInfo]:
         """Return the unexpired sessions of *user_id*, newest activity first."""
         if not self.records_metadata:
             # Without activity, the latest expiry is the latest save.
             stock_rows = sorted(self._stock_user_rows(user_id), key=itemgetter(2), reverse=True)
-            return [self._stock_info(*row) for row in stock_rows]
-        queryset = self._filtered("active", frozenset((user_id,)))
+            return [decoded_info(*row) for row in stock_rows]
+        queryset = self._filtered(Filters("active", frozenset((user_id,))))
         if queryset is None:
             return []
         rows = queryset.order_by("-last_activity", "pk").values_list(*INFO_FIELDS)
@@ -571,7 +465,7 @@ class ModelInventory(SessionInventory):
                 if keep is None or public_id_of(key) != keep
             ]
             return self._delete_keys(keys)
-        queryset = self._filtered("active", frozenset((user_id,)))
+        queryset = self._filtered(Filters("active", frozenset((user_id,))))
         if queryset is None:
             return 0
         if keep is not None:

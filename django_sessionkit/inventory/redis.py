@@ -27,7 +27,7 @@ import heapq
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from importlib import import_module
@@ -36,7 +36,6 @@ from operator import itemgetter
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS, SessionBase
 from django.core.cache import caches
 from django.utils import timezone
@@ -46,13 +45,14 @@ from django_sessionkit.backends import redis as backend
 from django_sessionkit.inventory.base import (
     BatchSizer,
     Count,
+    Filters,
     InventoryUnavailable,
     Ordering,
     SessionInfo,
     SessionInventory,
     Stats,
     Status,
-    wanted_users,
+    decoded_info,
 )
 from django_sessionkit.public_id import public_id as public_id_of
 
@@ -60,8 +60,6 @@ logger = logging.getLogger(__name__)
 
 OUR_ENGINE = "django_sessionkit.backends.redis"
 STOCK_CACHE_ENGINE = "django.contrib.sessions.backends.cache"
-ORDERINGS = ("-last_activity", "last_activity", "-expire_date", "expire_date")
-STATUSES = ("all", "active", "expired")
 PUBLIC_ID = re.compile(r"[0-9a-f]{32}")
 #: Keys SCAN looks at per round trip: large, so that millions of keys take
 #: thousands of round trips rather than millions.
@@ -142,35 +140,6 @@ def django_redis_cache(alias: str, engine: str) -> Any:
             f"over several servers; its sessions cannot be listed."
         )
     return cache
-
-
-def _check(status: Status, ordering: Ordering = "-expire_date") -> None:
-    if status not in STATUSES:
-        raise ValueError(f"Unknown status {status!r}; use 'all', 'active' or 'expired'.")
-    if ordering not in ORDERINGS:
-        raise ValueError(f"Unknown ordering {ordering!r}; use one of {', '.join(ORDERINGS)}.")
-
-
-def _matches(
-    info: SessionInfo,
-    status: Status,
-    ip: str | None,
-    authenticated: bool | None,
-    now: datetime,
-    active_after: datetime | None = None,
-    active_before: datetime | None = None,
-) -> bool:
-    expired = info.expire_date is not None and info.expire_date <= now
-    if (status == "active" and expired) or (status == "expired" and not expired):
-        return False
-    if ip is not None and info.ip != ip:
-        return False
-    activity = info.last_activity
-    if active_after is not None and (activity is None or activity < active_after):
-        return False
-    if active_before is not None and (activity is None or activity >= active_before):
-        return False
-    return authenticated is None or info.is_authenticated == authenticated
 
 
 def _is_ms(value: bytes | str | None) -> bool:
@@ -305,35 +274,20 @@ class RedisInventory(SessionInventory):
 
     # -- SessionInventory -----------------------------------------------------
 
-    def count(
-        self,
-        *,
-        status: Status = "all",
-        user_id: str | None = None,
-        user_ids: Collection[str] | None = None,
-        ip: str | None = None,
-        authenticated: bool | None = None,
-        active_after: datetime | None = None,
-        active_before: datetime | None = None,
-        estimate: bool = False,
-    ) -> Count:
+    def _count(self, filters: Filters, *, estimate: bool) -> Count:
         """Count sessions: exact and cheap, except with *ip* or an activity filter
         and no user filter, which walk every session.
 
         "expired" counts sessions whose index entries still await pruning.
         """
-        _check(status)
         now = timezone.now()
-        users = wanted_users(user_id, user_ids)
-        activity = (active_after, active_before)
-        if users is not None:
-            sessions = self._users_sessions(users)
-            return Count(
-                sum(_matches(s, status, ip, authenticated, now, *activity) for s in sessions)
-            )
-        if ip is not None or active_after is not None or active_before is not None:
-            walk = self._walk(status, False, now)
-            return Count(sum(_matches(s, status, ip, authenticated, now, *activity) for s in walk))
+        if filters.users is not None:
+            sessions = self._users_sessions(filters.users)
+            return Count(sum(filters.matches(s, now) for s in sessions))
+        if filters.ip is not None or filters.by_activity:
+            walk = self._walk(filters.status, False, now)
+            return Count(sum(filters.matches(s, now) for s in walk))
+        authenticated = filters.authenticated
         total, auth, expired, expired_auth = self._totals(
             backend.to_ms(now), authenticated=authenticated is not None
         )
@@ -341,7 +295,7 @@ class RedisInventory(SessionInventory):
             total, expired = auth, expired_auth
         elif authenticated is False:
             total, expired = total - auth, expired - expired_auth
-        return Count({"all": total, "active": total - expired, "expired": expired}[status])
+        return Count({"all": total, "active": total - expired, "expired": expired}[filters.status])
 
     def totals(self, *, estimate: bool = False) -> tuple[Count, Count]:
         """Return the index entries and the expired ones.
@@ -361,19 +315,8 @@ class RedisInventory(SessionInventory):
         )
         return Count(total), Count(expired, exact=chunks <= ESTIMATE_SAMPLES + 1)
 
-    def page(
-        self,
-        *,
-        offset: int = 0,
-        limit: int = 100,
-        status: Status = "all",
-        user_id: str | None = None,
-        user_ids: Collection[str] | None = None,
-        ip: str | None = None,
-        authenticated: bool | None = None,
-        active_after: datetime | None = None,
-        active_before: datetime | None = None,
-        ordering: Ordering = "-last_activity",
+    def _page(
+        self, filters: Filters, *, offset: int, limit: int, ordering: Ordering
     ) -> list[SessionInfo]:
         """Return a page ordered by expiry (``last_activity`` orderings too, see the module).
 
@@ -382,31 +325,18 @@ class RedisInventory(SessionInventory):
         authentication or activity, sessions are walked in order until the
         page is full.
         """
-        _check(status, ordering)
-        if offset < 0 or limit < 0:
-            raise ValueError("offset and limit must not be negative.")
         now = timezone.now()
         descending = ordering.startswith("-")
-        users = wanted_users(user_id, user_ids)
-        activity = (active_after, active_before)
-        if users is not None:
-            sessions = [
-                s
-                for s in self._users_sessions(users)
-                if _matches(s, status, ip, authenticated, now, *activity)
-            ]
+        if filters.users is not None:
+            sessions = [s for s in self._users_sessions(filters.users) if filters.matches(s, now)]
             sessions.sort(key=_sort_key(ordering), reverse=descending)
             return sessions[offset : offset + limit]
-        if ip is not None or authenticated is not None or any(m is not None for m in activity):
-            walk = (
-                s
-                for s in self._walk(status, descending, now)
-                if _matches(s, status, ip, authenticated, now, *activity)
+        if filters.ip is not None or filters.authenticated is not None or filters.by_activity:
+            walk = self._walk(filters.status, descending, now)
+            return list(
+                islice((s for s in walk if filters.matches(s, now)), offset, offset + limit)
             )
-            return list(islice(walk, offset, offset + limit))
-        if limit == 0:
-            return []
-        lo, hi = self._bounds(status, now)
+        lo, hi = self._bounds(filters.status, now)
         reply = self.keyspace.run(
             backend.PAGE_SCRIPT, lo, hi, offset, limit, "1" if descending else "0", PAGE_SLICE
         )
@@ -430,9 +360,8 @@ class RedisInventory(SessionInventory):
     def for_user(self, user_id: str) -> list[SessionInfo]:
         """Return the user's unexpired sessions, newest activity first: one round trip."""
         now = timezone.now()
-        sessions = [
-            s for s in self._user_sessions(user_id) if _matches(s, "active", None, None, now)
-        ]
+        live = Filters("active")
+        sessions = [s for s in self._user_sessions(user_id) if live.matches(s, now)]
         sessions.sort(key=_sort_key("-last_activity"), reverse=True)
         return sessions
 
@@ -675,21 +604,6 @@ class StockCacheInventory(SessionInventory):
             return {}
         return data if isinstance(data, dict) else {}
 
-    def _info(
-        self, session_key: str, expire_date: datetime | None, data: dict[str, Any]
-    ) -> SessionInfo:
-        user_id = data.get(SESSION_KEY)
-        return SessionInfo(
-            public_id=public_id_of(session_key),
-            user_id=None if user_id is None else str(user_id),
-            ip=None,
-            user_agent="",
-            created_at=None,
-            last_activity=None,
-            expire_date=expire_date,
-            _load=lambda: data,
-        )
-
     def _estimate(self) -> int:
         """Estimate the sessions from DBSIZE and a sample of random keys."""
         redis = self._redis()
@@ -711,92 +625,40 @@ class StockCacheInventory(SessionInventory):
 
     # -- SessionInventory -----------------------------------------------------
 
-    def count(
-        self,
-        *,
-        status: Status = "all",
-        user_id: str | None = None,
-        user_ids: Collection[str] | None = None,
-        ip: str | None = None,
-        authenticated: bool | None = None,
-        active_after: datetime | None = None,
-        active_before: datetime | None = None,
-        estimate: bool = False,
-    ) -> Count:
+    def _can_match(self, filters: Filters) -> bool:
+        # Redis drops expired sessions itself.
+        return filters.status != "expired" and super()._can_match(filters)
+
+    def _count(self, filters: Filters, *, estimate: bool) -> Count:
         """Count by SCAN (O(keys), expensive); *estimate* samples random keys instead."""
-        _check(status)
-        users = wanted_users(user_id, user_ids)
-        if self._nothing_matches(status, users, ip, active_after, active_before):
-            return Count(0)
-        if users is None and authenticated is None:
+        if filters.users is None and filters.authenticated is None:
             if estimate:
                 return Count(self._estimate(), exact=False)
             return Count(sum(len(pairs) for pairs in self._scan()))
+        now = timezone.now()
         return Count(
             sum(
                 1
-                for _, _, _, data in self._sessions(with_data=True)
-                if self._user_matches(data or {}, users, authenticated)
+                for _, key, expiry, data in self._sessions(with_data=True)
+                if filters.matches(decoded_info(key, data or {}, expiry), now)
             )
         )
 
-    @staticmethod
-    def _nothing_matches(
-        status: Status,
-        users: frozenset[str] | None,
-        ip: str | None,
-        active_after: datetime | None,
-        active_before: datetime | None,
-    ) -> bool:
-        """Redis drops expired sessions; no IP or activity is recorded."""
-        return (
-            status == "expired"
-            or ip is not None
-            or active_after is not None
-            or active_before is not None
-            or users == frozenset()
-        )
-
-    @staticmethod
-    def _user_matches(
-        data: dict[str, Any], users: frozenset[str] | None, authenticated: bool | None
-    ) -> bool:
-        stored = data.get(SESSION_KEY)
-        if users is not None and (stored is None or str(stored) not in users):
-            return False
-        return authenticated is None or (stored is not None) == authenticated
-
-    def page(
-        self,
-        *,
-        offset: int = 0,
-        limit: int = 100,
-        status: Status = "all",
-        user_id: str | None = None,
-        user_ids: Collection[str] | None = None,
-        ip: str | None = None,
-        authenticated: bool | None = None,
-        active_after: datetime | None = None,
-        active_before: datetime | None = None,
-        ordering: Ordering = "-last_activity",
+    def _page(
+        self, filters: Filters, *, offset: int, limit: int, ordering: Ordering
     ) -> list[SessionInfo]:
         """Return a page ordered by expiry (activity is not recorded), after a full SCAN.
 
         Memory holds only *offset* + *limit* sessions; the page's data is read
         in one pipelined round trip.
         """
-        _check(status, ordering)
-        if offset < 0 or limit < 0:
-            raise ValueError("offset and limit must not be negative.")
-        users = wanted_users(user_id, user_ids)
-        if limit == 0 or self._nothing_matches(status, users, ip, active_after, active_before):
-            return []
-        with_data = users is not None or authenticated is not None
+        with_data = filters.users is not None or filters.authenticated is not None
+        now = timezone.now()
         # A key without a TTL never expires: it sorts after every other.
         candidates = (
             (float("inf") if expiry is None else expiry.timestamp(), raw, key, expiry, data)
             for raw, key, expiry, data in self._sessions(with_data=with_data)
-            if not with_data or self._user_matches(data or {}, users, authenticated)
+            if not with_data or filters.matches(decoded_info(key, data or {}, expiry), now)
         )
         pick = heapq.nlargest if ordering.startswith("-") else heapq.nsmallest
         chosen = pick(offset + limit, candidates, key=itemgetter(0))[offset:]
@@ -810,7 +672,7 @@ class StockCacheInventory(SessionInventory):
                 for (order, raw, key, expiry, _), value in zip(chosen, values, strict=True)
                 if value is not None
             ]
-        return [self._info(key, expiry, data or {}) for _, _, key, expiry, data in chosen]
+        return [decoded_info(key, data or {}, expiry) for _, _, key, expiry, data in chosen]
 
     def get(self, public_id: str) -> SessionInfo | None:
         """Find the session with *public_id*: a SCAN that digests every key."""
@@ -826,7 +688,7 @@ class StockCacheInventory(SessionInventory):
         if value is None:
             return None
         expire_date = None if pttl < 0 else timezone.now() + timedelta(milliseconds=pttl)
-        return self._info(session_key, expire_date, self._decode(value))
+        return decoded_info(session_key, self._decode(value), expire_date)
 
     def _find(self, public_id: str) -> tuple[bytes, str] | None:
         if not PUBLIC_ID.fullmatch(public_id):
@@ -839,11 +701,13 @@ class StockCacheInventory(SessionInventory):
 
     def for_user(self, user_id: str) -> list[SessionInfo]:
         """Return the user's sessions, latest expiry (i.e. latest save) first: a full SCAN."""
-        sessions = [
-            self._info(key, expire_date, data or {})
-            for raw, key, expire_date, data in self._sessions(with_data=True)
-            if self._user_matches(data or {}, frozenset((user_id,)), None)
-        ]
+        now = timezone.now()
+        of_user = Filters(users=frozenset((user_id,)))
+        infos = (
+            decoded_info(key, data or {}, expiry)
+            for _, key, expiry, data in self._sessions(with_data=True)
+        )
+        sessions = [info for info in infos if of_user.matches(info, now)]
         sessions.sort(key=_sort_key("-expire_date"), reverse=True)
         return sessions
 
@@ -856,9 +720,11 @@ class StockCacheInventory(SessionInventory):
         redis = self._redis(write=True)
         doomed: list[bytes] = []
         revoked = 0
-        users = frozenset((user_id,))
-        for raw, key, _, data in self._sessions(with_data=True):
-            if self._user_matches(data or {}, users, None) and public_id_of(key) != keep:
+        now = timezone.now()
+        of_user = Filters(users=frozenset((user_id,)))
+        for raw, key, expiry, data in self._sessions(with_data=True):
+            info = decoded_info(key, data or {}, expiry)
+            if of_user.matches(info, now) and info.public_id != keep:
                 doomed.append(raw)
             if len(doomed) >= SCAN_COUNT:
                 revoked += redis.delete(*doomed)

@@ -156,7 +156,7 @@ def current_user_session_count(context: Context) -> int:
     if user is None or not user.is_authenticated:
         return 0
     try:
-        count = get_inventory().count(status="active", user_id=str(user.pk))
+        count = get_inventory().count(status="active", users=[str(user.pk)])
     except InventoryUnavailable as exc:
         logger.debug("Not counting the user's sessions: %s", exc)
         return 0

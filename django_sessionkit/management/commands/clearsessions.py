@@ -425,7 +425,7 @@ class Command(DjangoClearSessions):
         if found is not None:
             return str(found.pk), found
         pk = user_pk(value)
-        if pk is not None and inventory.count(user_id=str(pk), status="active").value:
+        if pk is not None and inventory.count(users=[str(pk)], status="active").value:
             return str(pk), None
         raise CommandError(
             _(
@@ -615,7 +615,7 @@ class Command(DjangoClearSessions):
         try:
             user_id, user = self._resolve_user(value, inventory)
             if dry_run:
-                revoked = inventory.count(user_id=user_id, status="active").value
+                revoked = inventory.count(users=[user_id], status="active").value
             else:
                 revoked = inventory.revoke_user(user_id)
         except _storage_errors() as error:
