@@ -256,7 +256,7 @@ def any_inventory(request, settings, redis_cache, tmp_path, monkeypatch, db):
     ],
 )
 def test_every_engine_refuses_the_same_bad_page_arguments(any_inventory, arguments):
-    with pytest.raises(ValueError, match="offset and limit|Unknown ordering|Unknown status"):
+    with pytest.raises(ValueError, match=r"offset and limit|Unknown ordering|Unknown status"):
         any_inventory.page(**arguments)
 
 
