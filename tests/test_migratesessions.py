@@ -17,7 +17,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from django_sessionkit.backends.redis import Keyspace, from_ms, storage_ids, to_ms
-from django_sessionkit.inventory.export import ExportedSession
+from django_sessionkit.inventory.base import ExportedSession
 from django_sessionkit.management.commands.migratesessions import Command, scrub
 from django_sessionkit.models import Session
 from django_sessionkit.public_id import public_id

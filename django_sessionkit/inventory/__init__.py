@@ -14,6 +14,7 @@ from importlib import import_module
 
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
+from django.core.exceptions import ImproperlyConfigured
 
 from django_sessionkit.inventory.base import (
     BatchSizer,
@@ -23,6 +24,7 @@ from django_sessionkit.inventory.base import (
     SessionInfo,
     SessionInventory,
     Status,
+    storage_errors,
 )
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "Status",
     "extends",
     "get_inventory",
+    "storage_errors",
     "store_class_of",
 ]
 
@@ -44,12 +47,15 @@ OUR_REDIS_ENGINE = "django_sessionkit.backends.redis"
 
 
 def store_class_of(engine: str) -> type[SessionBase]:
+    """Return the ``SessionStore`` class of *engine*; InventoryUnavailable if it has none."""
     try:
         module = import_module(engine)
     except ImportError as exc:
         raise InventoryUnavailable(
             f"The session engine {engine!r} cannot be imported: {exc}."
         ) from exc
+    except ImproperlyConfigured as exc:  # e.g. our redis engine without django-redis
+        raise InventoryUnavailable(f"The session engine {engine!r} cannot be used: {exc}") from exc
     store_class = getattr(module, "SessionStore", None)
     if not isinstance(store_class, type) or not issubclass(store_class, SessionBase):
         raise InventoryUnavailable(
@@ -90,7 +96,8 @@ def get_inventory(engine: str | None = None) -> SessionInventory:
     if extends(store_class, "django.contrib.sessions.backends.signed_cookies"):
         raise InventoryUnavailable(
             f"The session engine {engine!r} stores each session in the browser's cookie; "
-            f"the server keeps no list of them, so they cannot be listed or revoked."
+            f"the server keeps no list of them, so they cannot be listed or revoked.",
+            nothing_to_clear=True,
         )
     if extends(store_class, "django.contrib.sessions.backends.db"):
         from django_sessionkit.inventory.model import ModelInventory

@@ -10,16 +10,21 @@ from __future__ import annotations
 import abc
 import logging
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, get_args
 
 from django.contrib.auth import SESSION_KEY
+from django.db import DatabaseError
 from django.utils import timezone
 
-from django_sessionkit.backends.base import warn_unreadable
+from django_sessionkit.backends.base import (
+    CopiedMetadata,
+    SessionStorageUnavailable,
+    warn_unreadable,
+)
 from django_sessionkit.public_id import public_id
 
 logger = logging.getLogger(__name__)
@@ -81,7 +86,30 @@ class Filters:
 
 
 class InventoryUnavailable(Exception):
-    """The engine keeps no list of sessions that could be read; the message says why."""
+    """The engine keeps no list of sessions that could be read; the message says why.
+
+    *nothing_to_clear* is True when the engine keeps no sessions on the server
+    at all (signed cookies), so that there is nothing to clear either.
+    """
+
+    def __init__(self, message: str, *, nothing_to_clear: bool = False) -> None:
+        super().__init__(message)
+        self.nothing_to_clear = nothing_to_clear
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """Return what a session storage raises when it fails in the middle of an operation.
+
+    The database's errors, the filesystem's, the engines' own "unavailable",
+    and Redis's (through django-redis or redis-py) when they are installed.
+    """
+    errors: tuple[type[BaseException], ...] = (DatabaseError, OSError, SessionStorageUnavailable)
+    try:
+        from django_redis.exceptions import ConnectionInterrupted
+        from redis.exceptions import RedisError
+    except ImportError:
+        return errors
+    return (*errors, ConnectionInterrupted, RedisError)
 
 
 class BatchSizer:
@@ -184,6 +212,40 @@ class SessionInfo:
         if not self._decoded:
             self._decoded.append(self._load())
         return self._decoded[0]
+
+
+@dataclass(frozen=True)
+class ExportedSession:
+    """One unexpired session as its engine stores it, key included, for copying it.
+
+    The key and the data stay out of its repr, so that neither reaches a log.
+    """
+
+    session_key: str = field(repr=False)
+    data: dict[str, Any] = field(repr=False)
+    expire_date: datetime
+    #: IP, user agent, creation and last activity, from engines that record them.
+    metadata: CopiedMetadata | None = None
+
+    @property
+    def user_id(self) -> str | None:
+        """Return the id of the logged-in user, as ``_auth_user_id`` records it."""
+        value = self.data.get(SESSION_KEY)
+        return None if value is None else str(value)
+
+
+def batched(sessions: Iterable[ExportedSession], size: int) -> Iterator[list[ExportedSession]]:
+    """Yield *sessions* in lists of at most *size*."""
+    if size < 1:
+        raise ValueError("batch_size must be at least 1.")
+    batch: list[ExportedSession] = []
+    for session in sessions:
+        batch.append(session)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def decoded_info(
@@ -358,6 +420,15 @@ class SessionInventory(abc.ABC):
 
         Among users holding as many unexpired sessions, ``busiest_user`` names
         the one with the smallest id.
+        """
+
+    @abc.abstractmethod
+    def export(self, *, batch_size: int = 1000) -> Iterator[list[ExportedSession]]:
+        """Yield the unexpired sessions, keys and data included, in lists of at most *batch_size*.
+
+        For ``migratesessions`` only: unlike the rest of the inventory this hands
+        out session keys. Memory stays bounded by a batch; a stored session that
+        cannot be read is skipped and counted (:meth:`skip_unreadable`).
         """
 
     def user_deleted(self, user_id: str) -> None:  # noqa: B027  (a hook: most need nothing)

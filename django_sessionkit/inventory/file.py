@@ -31,11 +31,13 @@ from django.utils import timezone
 from django_sessionkit.inventory.base import (
     BatchSizer,
     Count,
+    ExportedSession,
     Filters,
     Ordering,
     SessionInfo,
     SessionInventory,
     Stats,
+    batched,
     decoded_info,
 )
 from django_sessionkit.public_id import public_id as public_id_of
@@ -251,6 +253,16 @@ class FileInventory(SessionInventory):
             oldest_expired=oldest_expired,
             busiest_user=busiest,
         )
+
+    def export(self, *, batch_size: int = 1000) -> Iterator[list[ExportedSession]]:
+        """Yield the unexpired session files, in lists of at most *batch_size*."""
+        now = timezone.now()
+        sessions = (
+            ExportedSession(entry.session_key, entry.data, entry.expire_date)
+            for entry in self._entries()
+            if entry.expire_date > now
+        )
+        return batched(sessions, batch_size)
 
     def clear_expired(self, *, batch_size: int | BatchSizer = 1000) -> Iterator[int]:
         """Delete expired session files, yielding the count after every *batch_size*.

@@ -34,16 +34,19 @@ from django.db.models import Field, Model, Q, QuerySet
 from django.utils import timezone
 from django.utils.functional import cached_property
 
+from django_sessionkit.backends.base import CopiedMetadata
 from django_sessionkit.backends.cached_db import RevocableCachedDBStore
 from django_sessionkit.inventory.base import (
     BatchSizer,
     Count,
+    ExportedSession,
     Filters,
     Ordering,
     SessionInfo,
     SessionInventory,
     Stats,
     Status,
+    batched,
     decoded_info,
 )
 from django_sessionkit.public_id import public_id as public_id_of
@@ -52,6 +55,8 @@ from django_sessionkit.users import user_pk
 logger = logging.getLogger(__name__)
 
 METADATA_FIELDS = ("public_id", "user", "ip", "user_agent", "created_at", "last_activity")
+#: The columns a copy of a session carries to another engine (CopiedMetadata's fields).
+METADATA_COPIED = ("ip", "user_agent", "created_at", "last_activity")
 #: Rows fetched per round trip when streaming through the table.
 CHUNK_SIZE = 2000
 #: Estimated counts (``count(estimate=True)``) below this many rows are made
@@ -515,6 +520,36 @@ class ModelInventory(SessionInventory):
             oldest_expired=oldest_expired,
             busiest_user=busiest,
         )
+
+    def export(self, *, batch_size: int = 1000) -> Iterator[list[ExportedSession]]:
+        """Yield the unexpired rows in primary key order, in lists of *batch_size*.
+
+        Keyset pagination: each batch is one query that starts after the last
+        key seen, through the primary key index, so memory is bounded by a batch
+        and no cursor stays open while the caller writes elsewhere (possibly on
+        the same connection, possibly inside a transaction).
+        """
+        metadata = METADATA_COPIED if self.records_metadata else ()
+        rows = (
+            self._objects.filter(expire_date__gt=timezone.now())
+            .order_by("pk")
+            .values_list("session_key", "session_data", "expire_date", *metadata)
+        )
+
+        def sessions() -> Iterator[ExportedSession]:
+            last_key: str | None = None
+            while True:
+                page = rows if last_key is None else rows.filter(pk__gt=last_key)
+                chunk = list(page[:batch_size])
+                for session_key, session_data, expire_date, *recorded in chunk:
+                    copied = CopiedMetadata(*recorded) if recorded else None
+                    data = self._decode(session_data)
+                    yield ExportedSession(session_key, data, expire_date, copied)
+                if len(chunk) < batch_size:
+                    return
+                last_key = chunk[-1][0]
+
+        return batched(sessions(), batch_size)
 
     def clear_expired(self, *, batch_size: int | BatchSizer = 1000) -> Iterator[int]:
         """Delete sessions that expired before now, a batch at a time.

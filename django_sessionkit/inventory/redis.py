@@ -39,12 +39,15 @@ from django.conf import settings
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS, SessionBase
 from django.core.cache import caches
 from django.utils import timezone
+from django_redis.client.default import glob_escape
 from redis.exceptions import ResponseError
 
 from django_sessionkit.backends import redis as backend
+from django_sessionkit.backends.base import CopiedMetadata
 from django_sessionkit.inventory.base import (
     BatchSizer,
     Count,
+    ExportedSession,
     Filters,
     InventoryUnavailable,
     Ordering,
@@ -52,6 +55,7 @@ from django_sessionkit.inventory.base import (
     SessionInventory,
     Stats,
     Status,
+    batched,
     decoded_info,
 )
 from django_sessionkit.public_id import public_id as public_id_of
@@ -148,6 +152,34 @@ def _is_ms(value: bytes | str | None) -> bool:
         return backend.from_ms(value) is not None
     except ValueError:
         return False
+
+
+def _scan(redis: Any, pattern: str) -> Iterator[list[bytes]]:
+    """Yield the keys matching *pattern*, one SCAN reply at a time."""
+    cursor = 0
+    while True:
+        cursor, keys = redis.scan(cursor=cursor, match=pattern, count=SCAN_COUNT)
+        if keys:
+            yield keys
+        if cursor == 0:
+            return
+
+
+def _exported_session(reader: Any, reply: Any) -> ExportedSession:
+    """Return the session of a ``k, d, e, ip, ua, c, a`` reply; ValueError if it is none."""
+    if isinstance(reply, ResponseError):
+        raise ValueError("the key is not a hash")
+    session_key, session_data, expiry, ip, user_agent, created, activity = reply
+    expire_date = backend.from_ms(expiry)
+    if session_key is None or session_data is None or expire_date is None:
+        raise ValueError("no key, data or expiry")
+    copied = CopiedMetadata(
+        backend.text(ip), backend.text(user_agent) or "",
+        backend.from_ms(created), backend.from_ms(activity),
+    )  # fmt: skip
+    return ExportedSession(
+        session_key.decode(), reader.deserialize_data(session_data), expire_date, copied
+    )
 
 
 def _sort_key(ordering: Ordering) -> Callable[[SessionInfo], float]:
@@ -425,6 +457,37 @@ class RedisInventory(SessionInventory):
             for i in range(0, len(pids), DELETE_SLICE)
         )
 
+    def export(self, *, batch_size: int = 1000) -> Iterator[list[ExportedSession]]:
+        """Yield the unexpired sessions, keys included, found by SCAN, in lists of *batch_size*.
+
+        SCAN rather than a walk of the expiry index: the index's chunks split
+        and merge while the site runs, and a walk by rank could then skip
+        sessions, whereas SCAN returns every session that lives throughout.
+        """
+        return batched(self._exported(), batch_size)
+
+    def _exported(self) -> Iterator[ExportedSession]:
+        keyspace = self.keyspace
+        redis = keyspace.client(write=False)
+        reader: Any = self.store_class()  # the engine stores its own (unsigned) serialization
+        prefix = keyspace.session("")
+        for names in _scan(redis, glob_escape(prefix) + "*"):
+            pipe = redis.pipeline(transaction=False)
+            for name in names:
+                pipe.hmget(name, ("k", "d", "e", "ip", "ua", "c", "a"))
+            now = timezone.now()
+            for name, reply in zip(names, pipe.execute(raise_on_error=False), strict=True):
+                pid = name.decode()[len(prefix) :]
+                if not isinstance(reply, ResponseError) and all(value is None for value in reply):
+                    continue  # gone meanwhile
+                try:
+                    session = _exported_session(reader, reply)
+                except ValueError as exc:
+                    self.skip_unreadable(pid, str(exc))
+                    continue
+                if session.expire_date > now:  # else expired by Django's clock, not yet Redis's
+                    yield session
+
     def stats(self) -> Stats:
         """Return the totals from the indexes, in small pipelined commands.
 
@@ -558,16 +621,11 @@ class StockCacheInventory(SessionInventory):
 
     def _scan(self) -> Iterator[list[tuple[bytes, str]]]:
         """Yield the (Redis key, session key) pairs of each SCAN reply."""
-        redis = self._redis()
         pattern = self._client.make_pattern(self.prefix + "*")
-        cursor = 0
-        while True:
-            cursor, raw_keys = redis.scan(cursor=cursor, match=pattern, count=SCAN_COUNT)
+        for raw_keys in _scan(self._redis(), pattern):
             pairs = [(raw, key) for raw in raw_keys if (key := self._session_key(raw))]
             if pairs:
                 yield pairs
-            if cursor == 0:
-                return
 
     def _sessions(
         self, *, with_data: bool
@@ -737,6 +795,26 @@ class StockCacheInventory(SessionInventory):
         """Yield nothing: Redis deletes cache sessions itself when their TTL runs out."""
         BatchSizer.of(batch_size)  # rejects a size below 1
         return iter(())
+
+    def export(self, *, batch_size: int = 1000) -> Iterator[list[ExportedSession]]:
+        """Yield the live sessions, keys included, found by SCAN, in lists of *batch_size*.
+
+        SCAN may return a key twice while Redis rehashes: the copy then finds
+        the session already at the destination. A key without a TTL (set by
+        hand) expires by the session's own expiry policy.
+        """
+        decoder: Any = self.store_class()
+        sessions = (
+            ExportedSession(key, data or {}, expiry or self._policy_expiry(decoder, data or {}))
+            for _, key, expiry, data in self._sessions(with_data=True)
+        )
+        return batched(sessions, batch_size)
+
+    @staticmethod
+    def _policy_expiry(decoder: Any, data: dict[str, Any]) -> datetime:
+        decoder._session_cache = data
+        expiry: datetime = decoder.get_expiry_date(modification=timezone.now())
+        return expiry
 
     def stats(self) -> Stats:
         """Count the sessions with a SCAN; Redis keeps no expired ones, records no user index.

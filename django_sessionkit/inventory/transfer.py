@@ -1,7 +1,7 @@
 """Copy the sessions of one engine into another, and keep the copies up to date.
 
 ``migratesessions`` runs a :class:`Transfer` over the batches of
-:func:`~django_sessionkit.inventory.export.iter_sessions`. Each copy it makes is
+:meth:`~django_sessionkit.inventory.base.SessionInventory.export`. Each copy it makes is
 recorded in :class:`~django_sessionkit.models.CopiedSession`: a digest of the
 session's key (never the key), a digest of the source session when copied and
 a digest of the data written. That is what lets a later run tell the copies it
@@ -32,20 +32,25 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
-from django.db import router, transaction
+from django.core.exceptions import FieldDoesNotExist
+from django.db import models, router, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from django_sessionkit.backends.base import SessionKitStore
-from django_sessionkit.inventory.export import (
-    ExportedSession,
-    existing_keys,
-    iter_sessions,
-    missing_users,
-    session_model,
-    store_class,
-)
+from django_sessionkit.inventory import extends, get_inventory, store_class_of
+from django_sessionkit.inventory.base import ExportedSession, InventoryUnavailable
+from django_sessionkit.users import user_pk
 
+STOCK_DB = "django.contrib.sessions.backends.db"
+STOCK_CACHE = "django.contrib.sessions.backends.cache"
+SIGNED_COOKIES = "django.contrib.sessions.backends.signed_cookies"
+#: Caches that live inside one process: sessions copied there would be gone
+#: when the copying process exits, and no web process would ever see them.
+PROCESS_LOCAL_CACHES = (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+)
 #: What can happen to a session, in the order reported.
 OUTCOMES = (
     "copied",
@@ -118,6 +123,101 @@ def copy_store_class(base: type[SessionBase]) -> type[SessionBase]:
     return CopyStore
 
 
+def session_model(engine: str) -> type[models.Model] | None:
+    """Return the model a database-backed *engine* stores sessions in, None for others."""
+    store = store_class_of(engine)
+    if not extends(store, STOCK_DB):
+        return None
+    model: type[models.Model] = store.get_model_class()  # type: ignore[attr-defined]
+    return model
+
+
+def check_engines(source: str, destination: str) -> None:
+    """Raise InventoryUnavailable, saying why, unless *source* can be copied into *destination*."""
+    if source == destination:
+        raise InventoryUnavailable(
+            f"--from and --to name the same engine {source!r}: there is nothing to copy."
+        )
+    base = store_class_of(destination)
+    store_class_of(source)
+    if extends(base, SIGNED_COOKIES):
+        raise InventoryUnavailable(
+            f"--to {destination!r} keeps each session in the browser's cookie: the server "
+            f"cannot write sessions there. Switching to it logs everybody out."
+        )
+    if extends(base, STOCK_CACHE):
+        cache = getattr(base(), "_cache", None)
+        backend = f"{type(cache).__module__}.{type(cache).__qualname__}"
+        if backend in PROCESS_LOCAL_CACHES:
+            raise InventoryUnavailable(
+                f"--to {destination!r} keeps sessions in a {backend} cache, which lives inside "
+                f"one process: sessions copied there by this command would be gone when it "
+                f"exits. Set SESSION_CACHE_ALIAS to a shared cache."
+            )
+    source_model, destination_model = session_model(source), session_model(destination)
+    if source_model is not None and source_model is destination_model:
+        table = source_model._meta.db_table
+        raise InventoryUnavailable(
+            f"{source!r} and {destination!r} keep sessions in the same table {table!r}: "
+            f"switching between them needs no copy."
+        )
+    if store_class_of(source) is base:
+        raise InventoryUnavailable(
+            f"{source!r} and {destination!r} are the same engine: there is nothing to copy."
+        )
+
+
+def existing_keys(engine: str, session_keys: list[str]) -> set[str]:
+    """Return which of *session_keys* *engine* already stores, expired or not.
+
+    A database engine answers in one query; any other engine is asked key by
+    key through its ``SessionStore.exists()``.
+    """
+    model = session_model(engine)
+    if model is not None:
+        manager = model._default_manager.using(router.db_for_write(model))
+        return set(manager.filter(pk__in=session_keys).values_list("pk", flat=True))
+    store = store_class_of(engine)()
+    return {key for key in session_keys if store.exists(key)}
+
+
+def missing_users(engine: str, sessions: Iterable[ExportedSession]) -> set[str]:
+    """Return the user ids named by *sessions* that *engine* cannot point to.
+
+    A database engine whose model has a ``user`` foreign key (sessionkit's)
+    cannot store a session of a user who no longer exists; Django's engines
+    never delete sessions when a user is deleted, so stock tables often hold
+    such sessions. Other engines hold any user id: the result is empty.
+    """
+    model = session_model(engine)
+    if model is None:
+        return set()
+    try:
+        user_field = model._meta.get_field("user")
+    except FieldDoesNotExist:
+        return set()
+    if not isinstance(user_field, models.ForeignKey):
+        return set()
+    target = user_field.target_field
+    wanted: dict[Any, str] = {}
+    for session in sessions:
+        user_id = session.user_id
+        if user_id is None:
+            continue
+        pk = user_pk(user_id, target)
+        if pk is not None:  # the engine stores no user for an id the model cannot hold
+            wanted[pk] = user_id
+    if not wanted:
+        return set()
+    remote = user_field.remote_field.model
+    found = set(
+        remote._base_manager.using(router.db_for_write(model))
+        .filter(**{f"{target.attname}__in": list(wanted)})
+        .values_list(target.attname, flat=True)
+    )
+    return {user_id for value, user_id in wanted.items() if value not in found}
+
+
 def live_data(engine: str, session_keys: list[str]) -> dict[str, dict[str, Any]]:
     """Return the data of those of *session_keys* that *engine* holds unexpired.
 
@@ -127,7 +227,7 @@ def live_data(engine: str, session_keys: list[str]) -> dict[str, dict[str, Any]]
     if not session_keys:
         return {}
     model = session_model(engine)
-    store = store_class(engine)
+    store = store_class_of(engine)
     if model is not None:
         decoder = store()
         rows = (
@@ -158,7 +258,7 @@ class Transfer:
         self.source = source
         self.destination = destination
         self.dry_run = dry_run
-        self.base = store_class(destination)
+        self.base = store_class_of(destination)
         self.store = copy_store_class(self.base)
         self.model = session_model(destination)
         self.ledger_model = CopiedSession
@@ -290,7 +390,7 @@ class Transfer:
         counts: Counter[str] = Counter()
         if not self.tracking:
             return counts
-        for batch in iter_sessions(self.destination, batch_size=batch_size):
+        for batch in get_inventory(self.destination).export(batch_size=batch_size):
             counts.update(self._remove_gone(batch))
         return counts
 

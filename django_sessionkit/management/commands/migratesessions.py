@@ -1,7 +1,7 @@
 """Copy the sessions of one engine into another, so that switching engines logs nobody out.
 
 ``python manage.py migratesessions --from ENGINE --to ENGINE`` reads the
-unexpired sessions of the source in batches (``inventory.export``) and writes
+unexpired sessions of the source in batches (its inventory's ``export()``) and writes
 each one through the destination's own ``SessionStore``
 (``inventory.transfer``). It records the copies it makes, so that a run after
 the switch brings them up to date with the source (changes copied, logouts and
@@ -18,31 +18,14 @@ from collections import Counter
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DatabaseError
 
-from django_sessionkit.backends.base import SessionStorageUnavailable
-from django_sessionkit.inventory import extends
-from django_sessionkit.inventory.base import InventoryUnavailable
-from django_sessionkit.inventory.export import (
-    SIGNED_COOKIES,
-    STOCK_CACHE,
-    Export,
-    ExportedSession,
-    iter_sessions,
-    session_model,
-    store_class,
-)
-from django_sessionkit.inventory.transfer import OUTCOMES, Transfer
+from django_sessionkit.inventory import SessionInventory, get_inventory, storage_errors
+from django_sessionkit.inventory.base import ExportedSession, InventoryUnavailable
+from django_sessionkit.inventory.transfer import OUTCOMES, Transfer, check_engines
 from django_sessionkit.public_id import public_id
 
 logger = logging.getLogger(__name__)
 
-#: Caches that live inside one process: sessions copied there by this command
-#: would be gone when it exits, and no web process would ever see them.
-PROCESS_LOCAL_CACHES = (
-    "django.core.cache.backends.locmem.LocMemCache",
-    "django.core.cache.backends.dummy.DummyCache",
-)
 #: How the report names each outcome that is not a copy.
 DESCRIPTIONS = {
     "updated": "updated (changed at the source since copied)",
@@ -110,20 +93,13 @@ class Command(BaseCommand):
         verbosity: int = options["verbosity"]
         as_json = options["format"] == "json"
 
-        export = self._validate(source, destination, batch_size)
+        inventory = self._validate(source, destination, batch_size)
         totals: Counter[str] = Counter()
         details: list[dict[str, int]] = []
         batch: list[ExportedSession] = []
-        failures: tuple[type[BaseException], ...] = (
-            DatabaseError,
-            SessionStorageUnavailable,
-            InventoryUnavailable,
-            OSError,
-            *self._redis_errors(),
-        )
         try:
             transfer = Transfer(source, destination, dry_run=dry_run)
-            for number, batch in enumerate(export, start=1):
+            for number, batch in enumerate(inventory.export(batch_size=batch_size), start=1):
                 counts = transfer.copy(batch)
                 totals.update(counts)
                 details.append({"read": len(batch), **{name: counts[name] for name in OUTCOMES}})
@@ -131,7 +107,7 @@ class Command(BaseCommand):
                     self.stdout.write(f"Batch {number}: {self._describe(len(batch), counts)}")
             batch = []
             totals.update(transfer.remove_gone(batch_size))
-        except failures as error:
+        except (*storage_errors(), InventoryUnavailable) as error:
             # The failed batch is not in totals: with a database destination it
             # was rolled back; with another it may be partly written, which the
             # next run finds recorded (or at the destination) and carries on from.
@@ -143,7 +119,7 @@ class Command(BaseCommand):
                 f"before. Run the command again to carry on; copies already made are "
                 f"recorded and not made twice."
             ) from None
-        totals["unreadable"] += export.unreadable
+        totals["unreadable"] += inventory.unreadable
 
         read = sum(detail["read"] for detail in details)
         if as_json:
@@ -176,64 +152,18 @@ class Command(BaseCommand):
 
     # -- validation -------------------------------------------------------------
 
-    def _validate(self, source: str, destination: str, batch_size: int) -> Export:
-        """Check every argument before anything is written; return the source's batches."""
+    def _validate(self, source: str, destination: str, batch_size: int) -> SessionInventory:
+        """Check every argument before anything is written; return the source's inventory."""
         if batch_size < 1:
             raise CommandError(f"--batch-size must be a positive number, not {batch_size}.")
-        if source == destination:
-            raise CommandError(
-                f"--from and --to name the same engine {source!r}: there is nothing to copy."
-            )
-        for engine in (source, destination):
-            try:
-                store_class(engine)
-            except InventoryUnavailable as error:
-                raise CommandError(str(error)) from None
-        self._check_destination(destination)
-        self._check_separate_storage(source, destination)
         try:
-            return iter_sessions(source, batch_size=batch_size)
+            check_engines(source, destination)
+        except InventoryUnavailable as error:
+            raise CommandError(str(error)) from None
+        try:
+            return get_inventory(source)
         except InventoryUnavailable as error:
             raise CommandError(f"Cannot read the sessions of --from: {error}") from None
-
-    def _check_destination(self, destination: str) -> None:
-        base = store_class(destination)
-        if extends(base, SIGNED_COOKIES):
-            raise CommandError(
-                f"--to {destination!r} keeps each session in the browser's cookie: the "
-                f"server cannot write sessions there. Switching to it logs everybody out."
-            )
-        if extends(base, STOCK_CACHE):
-            cache = getattr(base(), "_cache", None)
-            backend = f"{type(cache).__module__}.{type(cache).__qualname__}"
-            if backend in PROCESS_LOCAL_CACHES:
-                raise CommandError(
-                    f"--to {destination!r} keeps sessions in a {backend} cache, which lives "
-                    f"inside one process: sessions copied there by this command would be gone "
-                    f"when it exits. Set SESSION_CACHE_ALIAS to a shared cache."
-                )
-
-    def _check_separate_storage(self, source: str, destination: str) -> None:
-        source_model, destination_model = session_model(source), session_model(destination)
-        if source_model is not None and source_model is destination_model:
-            table = source_model._meta.db_table
-            raise CommandError(
-                f"{source!r} and {destination!r} keep sessions in the same table {table!r}: "
-                f"switching between them needs no copy."
-            )
-        if store_class(source) is store_class(destination):
-            raise CommandError(
-                f"{source!r} and {destination!r} are the same engine: there is nothing to copy."
-            )
-
-    @staticmethod
-    def _redis_errors() -> tuple[type[BaseException], ...]:
-        try:
-            from django_redis.exceptions import ConnectionInterrupted
-            from redis.exceptions import RedisError
-        except ImportError:
-            return ()
-        return (ConnectionInterrupted, RedisError)
 
     # -- output -------------------------------------------------------------------
 
