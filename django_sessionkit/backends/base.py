@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
@@ -12,9 +13,12 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
+from django.contrib.sessions.backends.base import VALID_KEY_CHARS
 from django.utils import timezone
 
 from django_sessionkit.conf import DEFAULT_ACTIVITY_INTERVAL, conf, is_whole_number
+
+logger = logging.getLogger(__name__)
 
 #: The longest user agent stored; the model's column has this length.
 USER_AGENT_MAX_LENGTH = 512
@@ -54,6 +58,31 @@ def from_ms(value: bytes | str | int | None) -> datetime | None:
         return in_settings_form(EPOCH + timedelta(milliseconds=int(value)))
     except OverflowError as exc:
         raise ValueError(f"{value!r} is not a time in milliseconds") from exc
+
+
+#: What a key the engines generate is made of (SessionBase._validate_session_key
+#: also refuses keys shorter than 8 characters).
+KEY_CHARS = frozenset(VALID_KEY_CHARS)
+MIN_KEY_LENGTH = 8
+
+
+def is_session_key(text: str) -> bool:
+    """Whether *text* could be a session key: what tells one from other names in a storage."""
+    return len(text) >= MIN_KEY_LENGTH and KEY_CHARS.issuperset(text)
+
+
+def decoded_data(decode: Callable[[Any], Any], value: Any, where: str) -> dict[str, Any]:
+    """Return the session data that *decode* makes of *value*; ``{}`` when it cannot.
+
+    Undecodable data (tampered with, signed with another secret, another
+    serializer's) is logged with *where* (a table, a cache), never with a key.
+    """
+    try:
+        data = decode(value)
+    except Exception:
+        logger.warning("Undecodable session data in %s", where)
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 #: How many unreadable entries :func:`warn_unreadable` remembers having logged.

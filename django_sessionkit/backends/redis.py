@@ -69,6 +69,7 @@ from django.utils.functional import cached_property
 from django_sessionkit.backends.base import (
     SessionKitStore,
     SessionStorageUnavailable,
+    decoded_data,
     from_ms,
     to_ms,
     warn_unreadable,
@@ -850,12 +851,9 @@ class SessionStore(SessionKitStore, SessionBase):
 
     def deserialize_data(self, raw: bytes | str) -> dict[str, Any]:
         """Return the session data of a stored value, ``{}`` when it cannot be read."""
-        try:
-            data = self.serializer().loads(raw if isinstance(raw, bytes) else raw.encode())
-        except Exception:
-            logger.warning("Undecodable session data in Redis (cache %r)", self._cache_alias)
-            return {}
-        return data if isinstance(data, dict) else {}
+        serializer = self.serializer()
+        stored = raw if isinstance(raw, bytes) else raw.encode()
+        return decoded_data(serializer.loads, stored, f"Redis (cache {self._cache_alias!r})")
 
     def _unavailable(
         self, action: str, exc: Exception, *, outcome_unknown: bool = False

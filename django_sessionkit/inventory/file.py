@@ -24,10 +24,10 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
-from django.contrib.sessions.backends.base import VALID_KEY_CHARS
 from django.contrib.sessions.backends.file import SessionStore as FileStore
 from django.utils import timezone
 
+from django_sessionkit.backends.base import decoded_data, is_session_key
 from django_sessionkit.inventory.base import (
     BatchSizer,
     Count,
@@ -43,10 +43,6 @@ from django_sessionkit.inventory.base import (
 from django_sessionkit.public_id import public_id as public_id_of
 
 logger = logging.getLogger(__name__)
-
-KEY_CHARS = frozenset(VALID_KEY_CHARS)
-#: The shortest key Django accepts (SessionBase._validate_session_key).
-MIN_KEY_LENGTH = 8
 
 
 @dataclass(frozen=True)
@@ -87,9 +83,7 @@ class FileInventory(SessionInventory):
         if not name.startswith(prefix):
             return None
         key = name[len(prefix) :]
-        if len(key) < MIN_KEY_LENGTH or not KEY_CHARS.issuperset(key):
-            return None
-        return key
+        return key if is_session_key(key) else None
 
     def _expiry(self, data: dict[str, Any], modified: datetime, store: FileStore) -> datetime:
         """Return when the session expires, by the rules of the file engine.
@@ -128,12 +122,7 @@ class FileInventory(SessionInventory):
         if not file_data:
             # The engine's placeholder before its first write.
             return {}
-        try:
-            decoded = store.decode(file_data)
-        except Exception:
-            logger.warning("Undecodable session file in %s", store.storage_path)
-            return {}
-        return decoded if isinstance(decoded, dict) else {}
+        return decoded_data(store.decode, file_data, store.storage_path)
 
     def _entries(self) -> Iterator[_Entry]:
         """Yield every session file of the directory, one at a time."""

@@ -34,7 +34,7 @@ from django.db.models import Field, Model, Q, QuerySet
 from django.utils import timezone
 from django.utils.functional import cached_property
 
-from django_sessionkit.backends.base import CopiedMetadata
+from django_sessionkit.backends.base import CopiedMetadata, decoded_data
 from django_sessionkit.backends.cached_db import RevocableCachedDBStore
 from django_sessionkit.inventory.base import (
     BatchSizer,
@@ -132,12 +132,7 @@ class ModelInventory(SessionInventory):
         return self.store_class()
 
     def _decode(self, session_data: str) -> dict[str, Any]:
-        try:
-            decoded = self._decoder.decode(session_data)
-        except Exception:
-            logger.warning("Undecodable session data in %s", self.model._meta.db_table)
-            return {}
-        return decoded if isinstance(decoded, dict) else {}
+        return decoded_data(self._decoder.decode, session_data, self.model._meta.db_table)
 
     @staticmethod
     def _status_q(status: Status, now: datetime) -> Q:

@@ -36,14 +36,14 @@ from operator import itemgetter
 from typing import Any
 
 from django.conf import settings
-from django.contrib.sessions.backends.base import VALID_KEY_CHARS, SessionBase
+from django.contrib.sessions.backends.base import SessionBase
 from django.core.cache import caches
 from django.utils import timezone
 from django_redis.client.default import glob_escape
 from redis.exceptions import ResponseError
 
 from django_sessionkit.backends import redis as backend
-from django_sessionkit.backends.base import CopiedMetadata
+from django_sessionkit.backends.base import CopiedMetadata, decoded_data, is_session_key
 from django_sessionkit.inventory.base import (
     BatchSizer,
     Count,
@@ -121,7 +121,6 @@ return n
 
 IDLE_SCRIPT = backend.LuaScript(IDLE)
 DELETE_IDLE_SCRIPT = backend.LuaScript(DELETE_IDLE)
-KEY_CHARS = frozenset(VALID_KEY_CHARS)
 
 
 def django_redis_cache(alias: str, engine: str) -> Any:
@@ -613,11 +612,9 @@ class StockCacheInventory(SessionInventory):
     def _session_key(self, raw_key: bytes | str) -> str | None:
         """Return the session key of a Redis key, None when it is not one of this engine's."""
         text = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
-        session_key = self._client.reverse_key(text)[len(self.prefix) :]
+        session_key = str(self._client.reverse_key(text)[len(self.prefix) :])
         # Stock cached_db's prefix extends this one; its keys fail this check.
-        if len(session_key) < 8 or not KEY_CHARS.issuperset(session_key):
-            return None
-        return str(session_key)
+        return session_key if is_session_key(session_key) else None
 
     def _scan(self) -> Iterator[list[tuple[bytes, str]]]:
         """Yield the (Redis key, session key) pairs of each SCAN reply."""
@@ -655,12 +652,7 @@ class StockCacheInventory(SessionInventory):
                 yield raw, session_key, expire_date, data
 
     def _decode(self, value: bytes) -> dict[str, Any]:
-        try:
-            data = self._client.decode(value)
-        except Exception:
-            logger.warning("Undecodable session in the cache %r", self.cache_alias)
-            return {}
-        return data if isinstance(data, dict) else {}
+        return decoded_data(self._client.decode, value, f"the cache {self.cache_alias!r}")
 
     def _estimate(self) -> int:
         """Estimate the sessions from DBSIZE and a sample of random keys."""
