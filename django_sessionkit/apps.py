@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.apps import AppConfig, apps
 from django.contrib.auth import get_user_model
+from django.core.checks import Tags, register
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models.signals import pre_delete
 from django.utils.translation import gettext_lazy as _
@@ -13,8 +14,13 @@ class SessionKitConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django_sessionkit import checks  # noqa: F401  (registers the checks)
+        from django_sessionkit import checks
         from django_sessionkit.policies import evict_cached_sessions_of_deleted_user
+
+        register(checks.check_app_order, Tags.compatibility)
+        register(checks.check_settings, Tags.compatibility)
+        register(checks.check_middleware, Tags.compatibility)
+        register(checks.check_redis_cache, Tags.compatibility, Tags.caches)
 
         # The user model and its proxies: deleting through a proxy sends the
         # signal with the proxy as sender. A receiver for every sender would

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Warning
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
@@ -23,7 +23,6 @@ def _app_position(installed: list[str], name: str) -> int | None:
     return None
 
 
-@register(Tags.compatibility)
 def check_app_order(
     app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:
@@ -66,7 +65,6 @@ def _extends(candidate: Any, base: type) -> bool:
     return isinstance(candidate, type) and issubclass(candidate, base)
 
 
-@register(Tags.compatibility)
 def check_settings(
     app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:
@@ -121,7 +119,6 @@ def check_settings(
     return errors
 
 
-@register(Tags.compatibility)
 def check_middleware(
     app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:
@@ -175,7 +172,6 @@ def _missing_module(exc: BaseException) -> str | None:
     return None
 
 
-@register(Tags.compatibility, Tags.caches)
 def check_redis_cache(
     app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:

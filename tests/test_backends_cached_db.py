@@ -213,25 +213,6 @@ def test_touch_activity_updates_the_row_and_evicts_the_entry(cache):
     assert cache.get(SessionStore.cache_key_prefix + key)["last_activity"] == ms(later)
 
 
-@pytest.mark.asyncio
-@pytest.mark.django_db(transaction=True)
-async def test_atouch_activity_updates_the_row_and_evicts_the_entry(cache):
-    with time_machine.travel(NOW, tick=False):
-        store = SessionStore()
-        await store.aset("cart", [1])
-        await store.asave()
-    later = NOW + timedelta(minutes=2)
-
-    await store.atouch_activity(later)
-
-    saved = await Session.objects.aget(session_key=store.session_key)
-    assert saved.last_activity == later
-    assert await cache.aget(SessionStore.cache_key_prefix + store.session_key) is None
-    reloaded = SessionStore(store.session_key)
-    assert await reloaded.aget("cart") == [1]
-    assert reloaded.loaded_activity == later
-
-
 @pytest.mark.django_db
 def test_touch_activity_does_not_resurrect_a_session_flushed_meanwhile(cache):
     key = save_new({"cart": [1]})
@@ -306,22 +287,6 @@ def test_touch_activity_with_the_cache_down_writes_the_row_and_logs(outage, capl
     assert row(key).last_activity == NOW
     assert "Error evicting a session from cache" in caplog.text
     assert key not in caplog.text
-
-
-@pytest.mark.asyncio
-@pytest.mark.django_db(transaction=True)
-async def test_atouch_activity_with_the_cache_down_writes_the_row_and_logs(outage, caplog):
-    store = SessionStore()
-    await store.aset("cart", [1])
-    await store.asave()
-    outage()
-
-    with caplog.at_level(logging.ERROR, logger="django_sessionkit.backends.cached_db"):
-        await store.atouch_activity(NOW)
-
-    saved = await Session.objects.aget(session_key=store.session_key)
-    assert saved.last_activity == NOW
-    assert "Error evicting a session from cache" in caplog.text
 
 
 @pytest.mark.django_db
@@ -456,23 +421,6 @@ def test_touch_activity_keeps_a_tombstone_written_after_its_update(cache):
     store.touch_activity(NOW)
 
     assert cache.get(SessionStore.cache_key_prefix + key) == TOMBSTONE
-
-
-@pytest.mark.asyncio
-@pytest.mark.django_db(transaction=True)
-async def test_atouch_activity_keeps_a_tombstone_or_writes_one_for_a_gone_row(cache):
-    kept, gone = SessionStore(), SessionStore()
-    for store in (kept, gone):
-        await store.aset("cart", [1])
-        await store.asave()
-    SessionStore.revoke_cached([kept.session_key])
-    await Session.objects.filter(pk=gone.session_key).adelete()  # the entry is still live
-
-    await kept.atouch_activity(NOW)
-    await gone.atouch_activity(NOW)
-
-    for store in (kept, gone):
-        assert await cache.aget(SessionStore.cache_key_prefix + store.session_key) == TOMBSTONE
 
 
 @pytest.mark.django_db

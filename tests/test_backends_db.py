@@ -365,27 +365,6 @@ def test_touch_activity_is_one_update_of_last_activity():
     assert (after.session_data, after.expire_date) == (before.session_data, before.expire_date)
 
 
-@pytest.mark.asyncio
-@pytest.mark.django_db(transaction=True)
-async def test_atouch_activity_updates_last_activity():
-    with time_machine.travel(NOW, tick=False):
-        store = new_store(SessionStore)
-        await store.aset("cart", [1])
-        await store.asave()
-    other = new_store(SessionStore)
-    await other.aset("cart", [2])
-    await other.asave()
-    other_activity = (await Session.objects.aget(session_key=other.session_key)).last_activity
-
-    await store.atouch_activity(NOW + timedelta(minutes=2))
-
-    saved = await Session.objects.aget(session_key=store.session_key)
-    assert saved.last_activity == store.loaded_activity == NOW + timedelta(minutes=2)
-    untouched = await Session.objects.aget(session_key=other.session_key)
-    assert untouched.last_activity == other_activity
-    close_async_connections()
-
-
 @pytest.mark.django_db
 def test_touch_activity_without_a_key_does_nothing():
     with CaptureQueriesContext(connection) as queries:

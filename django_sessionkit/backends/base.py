@@ -202,6 +202,3 @@ class SessionKitStore:
     def touch_activity(self, now: datetime) -> None:
         """Write ``last_activity`` for the stored session; only the session is touched."""
         raise NotImplementedError
-
-    async def atouch_activity(self, now: datetime) -> None:
-        raise NotImplementedError

@@ -224,10 +224,6 @@ class ActivityCache:
         self.cache.delete(key)
         self._keep_revoked(key)
 
-    async def aevict(self, key: str) -> None:
-        await self.cache.adelete(key)
-        await self._akeep_revoked(key)
-
     def _keep_revoked(self, key: str) -> None:
         if self.cache.get(key + MARKER_SUFFIX) is not None:
             self.cache.set(key, TOMBSTONE, tombstone_timeout())
@@ -406,21 +402,5 @@ class SessionStore(ModelMetadataMixin, RevocableCachedDBStore):
                 self._cache.evict(self.cache_key)
             else:
                 self._cache.revoke([self.cache_key])
-        except Exception:
-            logger.exception("Error evicting a session from cache (%s)", self._cache)
-
-    async def atouch_activity(self, now: datetime) -> None:
-        if self.session_key is None:
-            return
-        model = self.get_model_class()
-        rows = model.objects.using(router.db_for_write(model)).filter(session_key=self.session_key)
-        touched = await rows.aupdate(last_activity=now)
-        self.loaded_activity = now
-        try:
-            key = await self.acache_key()
-            if touched:
-                await self._cache.aevict(key)
-            else:
-                await self._cache.arevoke([key])
         except Exception:
             logger.exception("Error evicting a session from cache (%s)", self._cache)

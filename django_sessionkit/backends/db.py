@@ -147,18 +147,6 @@ class ModelMetadataMixin(SessionKitStore, _StoreBase):
         model.objects.using(using).filter(session_key=self.session_key).update(last_activity=now)
         self.loaded_activity = now
 
-    async def atouch_activity(self, now: datetime) -> None:
-        if self.session_key is None:
-            return
-        model = self.get_model_class()
-        using = router.db_for_write(model)
-        await (
-            model.objects.using(using)
-            .filter(session_key=self.session_key)
-            .aupdate(last_activity=now)
-        )
-        self.loaded_activity = now
-
 
 class SessionStore(ModelMetadataMixin, DBStore):
     """Django's database session store, plus user, IP, user agent and activity."""
