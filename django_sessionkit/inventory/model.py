@@ -183,8 +183,7 @@ class ModelInventory(SessionInventory):
     copied_fields: tuple[str, ...] = METADATA_COPIED
     #: Rows fetched, or keys deleted, per round trip when going through many.
     chunk_size = 2000
-    #: Estimated counts (``count(estimate=True)``) below this many rows are made
-    #: exact: counting them is cheap, and "about 1" for none would mislead.
+    #: Estimated counts below this many rows are made exact: "about 1" for none would mislead.
     exact_below = 50_000
     #: When PostgreSQL deletes a range of table pages at a time.
     page_ranges: PageRanges = PAGE_RANGES
@@ -198,9 +197,9 @@ class ModelInventory(SessionInventory):
                 f"{self.model._meta.label} does not record sessionkit's metadata; "
                 f"its inventory is StockModelInventory."
             )
-        cached = issubclass(self.store_class, CachedDBStore)
-        self.copies = CachedCopies(self.store_class) if cached else None
-        self.cached = cached
+        # cached_db keeps a copy of each session in the cache: deleting must evict it.
+        self.cached = issubclass(self.store_class, CachedDBStore)
+        self.copies = CachedCopies(self.store_class) if self.cached else None
 
     # -- helpers ------------------------------------------------------------
 
