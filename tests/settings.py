@@ -50,6 +50,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "blog",
+    # A custom session model that another model points to (test_inventory_model_batches).
+    "tests.custom_session",
 ]
 
 MIDDLEWARE = [

@@ -100,9 +100,12 @@ def get_inventory(engine: str | None = None) -> SessionInventory:
             nothing_to_clear=True,
         )
     if extends(store_class, "django.contrib.sessions.backends.db"):
-        from django_sessionkit.inventory.model import ModelInventory
+        from django_sessionkit.inventory.model import ModelInventory, has_metadata
+        from django_sessionkit.inventory.stock_model import StockModelInventory
 
-        return ModelInventory(engine)
+        if has_metadata(store_class.get_model_class()):  # type: ignore[attr-defined]
+            return ModelInventory(engine)
+        return StockModelInventory(engine)
     if extends(store_class, "django.contrib.sessions.backends.file"):
         from django_sessionkit.inventory.file import FileInventory
 
