@@ -97,6 +97,7 @@ class Command(BaseCommand):
         totals: Counter[str] = Counter()
         details: list[dict[str, int]] = []
         batch: list[ExportedSession] = []
+        failures: tuple[type[BaseException], ...] = (*storage_errors(), InventoryUnavailable)
         try:
             transfer = Transfer(source, destination, dry_run=dry_run)
             for number, batch in enumerate(inventory.export(batch_size=batch_size), start=1):
@@ -107,7 +108,7 @@ class Command(BaseCommand):
                     self.stdout.write(f"Batch {number}: {self._describe(len(batch), counts)}")
             batch = []
             totals.update(transfer.remove_gone(batch_size))
-        except (*storage_errors(), InventoryUnavailable) as error:
+        except failures as error:
             # The failed batch is not in totals: with a database destination it
             # was rolled back; with another it may be partly written, which the
             # next run finds recorded (or at the destination) and carries on from.
