@@ -40,7 +40,7 @@ DESCRIPTIONS = {
 }
 
 
-def scrub(text: str, sessions: list[ExportedSession]) -> str:
+def hide_keys(text: str, sessions: list[ExportedSession]) -> str:
     """Return *text* with every key of *sessions* replaced by its public id."""
     for session in sessions:
         if session.session_key in text:
@@ -112,7 +112,7 @@ class Command(BaseCommand):
             # The failed batch is not in totals: with a database destination it
             # was rolled back; with another it may be partly written, which the
             # next run finds recorded (or at the destination) and carries on from.
-            reason = scrub(f"{type(error).__name__}: {error}", batch)
+            reason = hide_keys(f"{type(error).__name__}: {error}", batch)
             done = plural(len(details), "complete batch", "complete batches")
             copied = plural(totals["copied"], "session")
             raise CommandError(
