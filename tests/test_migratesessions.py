@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from django_sessionkit.backends.redis import Keyspace, from_ms, storage_ids, to_ms
 from django_sessionkit.inventory.base import ExportedSession
-from django_sessionkit.management.commands.migratesessions import Command, scrub
+from django_sessionkit.management.commands.migratesessions import Command, hide_keys
 from django_sessionkit.models import Session
 from django_sessionkit.public_id import public_id
 
@@ -489,10 +489,10 @@ def test_exported_session_repr_hides_key_and_data():
     assert "secret" not in repr(session)
 
 
-def test_scrub_replaces_keys_with_public_ids():
+def test_hide_keys_replaces_keys_with_public_ids():
     session = ExportedSession("k" * 32, {}, timezone.now())
 
-    message = scrub(f"duplicate key (session_key)=({'k' * 32})", [session])
+    message = hide_keys(f"duplicate key (session_key)=({'k' * 32})", [session])
 
     assert "k" * 32 not in message
     assert public_id("k" * 32) in message

@@ -40,7 +40,7 @@ DESCRIPTIONS = {
 }
 
 
-def scrub(text: str, sessions: list[ExportedSession]) -> str:
+def hide_keys(text: str, sessions: list[ExportedSession]) -> str:
     """Return *text* with every key of *sessions* replaced by its public id."""
     for session in sessions:
         if session.session_key in text:
@@ -97,6 +97,7 @@ class Command(BaseCommand):
         totals: Counter[str] = Counter()
         details: list[dict[str, int]] = []
         batch: list[ExportedSession] = []
+        failures: tuple[type[BaseException], ...] = (*storage_errors(), InventoryUnavailable)
         try:
             transfer = Transfer(source, destination, dry_run=dry_run)
             for number, batch in enumerate(inventory.export(batch_size=batch_size), start=1):
@@ -107,11 +108,11 @@ class Command(BaseCommand):
                     self.stdout.write(f"Batch {number}: {self._describe(len(batch), counts)}")
             batch = []
             totals.update(transfer.remove_gone(batch_size))
-        except (*storage_errors(), InventoryUnavailable) as error:
+        except failures as error:
             # The failed batch is not in totals: with a database destination it
             # was rolled back; with another it may be partly written, which the
             # next run finds recorded (or at the destination) and carries on from.
-            reason = scrub(f"{type(error).__name__}: {error}", batch)
+            reason = hide_keys(f"{type(error).__name__}: {error}", batch)
             done = plural(len(details), "complete batch", "complete batches")
             copied = plural(totals["copied"], "session")
             raise CommandError(
