@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -182,7 +182,23 @@ class Stats:
     oldest_expired: datetime | None
     #: (user id, number of unexpired sessions) of the user holding the most, if any.
     busiest_user: tuple[str, int] | None
-    exact: bool = True
+
+
+def busiest(per_user: Mapping[str, int]) -> tuple[str, int] | None:
+    """Return (user id, sessions) of the user holding the most, as ``Stats.busiest_user`` says.
+
+    Among users holding as many, the smallest id, numbers compared as numbers
+    (2 before 10), as a database orders an integer primary key.
+    """
+    return min(per_user.items(), key=lambda item: (-item[1], *id_order(item[0])), default=None)
+
+
+def id_order(user_id: str) -> tuple[int, int, str]:
+    """Return a sort key for a user id: whole numbers by value, before any other text."""
+    number = user_id.lstrip("-")
+    if number.isdigit():
+        return (0, -int(number) if user_id.startswith("-") else int(number), "")
+    return (1, 0, user_id)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from django_sessionkit.inventory.base import (
     SessionInventory,
     Stats,
     batched,
+    busiest,
     decoded_info,
 )
 from django_sessionkit.public_id import public_id as public_id_of
@@ -234,13 +235,12 @@ class FileInventory(SessionInventory):
                     oldest_expired = entry.expire_date
             elif entry.user_id is not None:
                 per_user[entry.user_id] += 1
-        busiest = min(per_user.items(), key=lambda item: (-item[1], item[0]), default=None)
         return Stats(
             sessions=sessions,
             active=sessions - expired,
             expired=expired,
             oldest_expired=oldest_expired,
-            busiest_user=busiest,
+            busiest_user=busiest(per_user),
         )
 
     def export(self, *, batch_size: int = 1000) -> Iterator[list[ExportedSession]]:

@@ -26,6 +26,7 @@ from django_sessionkit.inventory.base import (
     Ordering,
     SessionInfo,
     SessionInventory,
+    busiest,
     decoded_info,
 )
 from django_sessionkit.inventory.model import ModelInventory, status_q
@@ -147,7 +148,7 @@ class StockModelInventory(ModelInventory):
             if stored is not None:
                 per_user[str(stored)] += 1
         # The most sessions; among equals, the smallest id, as with metadata.
-        return min(per_user.items(), key=lambda item: (-item[1], item[0]), default=None)
+        return busiest(per_user)
 
     def user_deleted(self, user_id: str) -> None:
         """Do nothing: no row names its user, so the deletion cascades to none of them."""

@@ -299,16 +299,10 @@ class Output:
                 "busiest_user": None
                 if busiest is None
                 else {"user_id": busiest[0], "username": username, "sessions": busiest[1]},
-                "exact": stats.exact,
                 "unreadable": inventory.unreadable,
             }
         )
-        names = {"engine": repr(engine)}
-        self.say(
-            _("Sessions of %(engine)s:") % names
-            if stats.exact
-            else _("Sessions of %(engine)s (estimated):") % names
-        )
+        self.say(_("Sessions of %(engine)s:") % {"engine": repr(engine)})
         self.say(_("  sessions: %(count)s") % {"count": number(stats.sessions)})
         self.say(_("  active: %(count)s") % {"count": number(stats.active)})
         expired = {"count": number(stats.expired)}

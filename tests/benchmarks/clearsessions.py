@@ -765,7 +765,7 @@ def batching(args: argparse.Namespace, sleep: float | None = None) -> list[str]:
 
 def sizing(args: argparse.Namespace) -> str:
     """Say how our batches were sized."""
-    from django_sessionkit.management.commands.clearsessions import BATCH_SECONDS
+    from django_sessionkit.cleanup import BATCH_SECONDS
 
     seconds = BATCH_SECONDS if args.batch_time is None else args.batch_time
     sized = f"sized to about {ms(seconds)} each" if seconds else "none sized to a time"
