@@ -7,9 +7,11 @@ permissions; the pages list the inventory, not that table.
 Outside the engine a session is known by its public id only: the detail
 URL takes the public id, and no page, URL or attribute holds a session key.
 
-``options`` holds :class:`SessionAdmin` (permissions, URLs, views, history),
-``changelist`` the list page (:class:`SessionChangeList`), ``rows`` what a
-page shows of a session, and ``urls`` what the URLs carry.
+As in ``django.contrib.admin``, ``options`` holds :class:`SessionAdmin`
+(permissions, URLs, views), ``changelist`` the list page
+(:class:`SessionChangeList`), ``filters`` its sidebar and ``actions`` its
+revoke action and the history entries; ``rows`` is what a page shows of a
+session, and ``urls`` what the URLs carry.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import logging
 
 from django.contrib import admin
 
-from django_sessionkit.admin.changelist import FilterSpec, ListParams, SessionChangeList
+from django_sessionkit.admin.changelist import ListParams, SessionChangeList, Summary
+from django_sessionkit.admin.filters import FilterSpec
 from django_sessionkit.admin.options import SessionAdmin
 from django_sessionkit.admin.rows import DeletedUser, Moment, RowBuilder
 from django_sessionkit.admin.urls import PublicId, PublicIdConverter
@@ -34,6 +37,7 @@ __all__ = [
     "RowBuilder",
     "SessionAdmin",
     "SessionChangeList",
+    "Summary",
 ]
 
 logger = logging.getLogger(__name__)

@@ -12,14 +12,10 @@ import logging
 import sys
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from functools import reduce
 from operator import or_
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from django import forms
-from django.contrib.admin import helpers
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.db.models import Model, Q
@@ -28,6 +24,14 @@ from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from django_sessionkit.admin.filters import (
+    ACTIVITY,
+    AUTHENTICATION,
+    STATUSES,
+    FilterSpec,
+    activity_bounds,
+    sidebar_filters,
+)
 from django_sessionkit.admin.rows import DeletedUser, RowBuilder, users_by_id
 from django_sessionkit.admin.urls import (
     ACTIVITY_VAR,
@@ -53,17 +57,6 @@ logger = logging.getLogger(__name__)
 
 #: A search by name or email filters on at most this many users.
 USER_SEARCH_LIMIT = 100
-#: The list's one action.
-REVOKE_SELECTED = "revoke_selected"
-
-STATUSES = {"active": gettext_lazy("Active"), "expired": gettext_lazy("Expired")}
-AUTHENTICATION = {"1": gettext_lazy("Logged in"), "0": gettext_lazy("Anonymous")}
-ACTIVITY = {
-    "today": gettext_lazy("Today"),
-    "7d": gettext_lazy("Past 7 days"),
-    "30d": gettext_lazy("Past 30 days"),
-    "older": gettext_lazy("Older than 30 days"),
-}
 
 
 @dataclass
@@ -88,16 +81,14 @@ class ListParams:
         return bool(self.status or self.authenticated or self.activity or self.user or self.search)
 
 
-@dataclass
-class FilterSpec:
-    """A filter of the sidebar, as the admin's ``admin_list_filter`` tag reads it."""
+@dataclass(frozen=True)
+class Summary:
+    """The counts of the summary line: of every session, or of the user *user_id*'s."""
 
-    title: str
-    choice_list: list[dict[str, Any]]
-    template: str = "admin/filter.html"
-
-    def choices(self, changelist: Any) -> list[dict[str, Any]]:
-        return self.choice_list
+    total: Count
+    active: Count
+    expired: Count
+    user_id: str | None = None
 
 
 class SessionChangeList:
@@ -159,7 +150,7 @@ class SessionChangeList:
         # The search bar shows "N results (M total)" when they differ; it counts
         # only exact numbers.
         self.full_result_count = (
-            shown_count(self.summary["total"]) if total.exact else self.result_count
+            shown_count(self.summary.total) if total.exact else self.result_count
         )
         self.paginator = Paginator(range(total.value), per_page)
         self.page_num = min(page, self.paginator.num_pages)
@@ -243,7 +234,7 @@ class SessionChangeList:
         if listing.search_kind == "ip":
             filters["ip"] = listing.search
         if listing.activity:
-            filters.update(_activity_bounds(listing.activity, timezone.now()))
+            filters.update(activity_bounds(listing.activity, timezone.now()))
         return filters
 
     # -- the page and its totals -------------------------------------------------------
@@ -282,7 +273,7 @@ class SessionChangeList:
         one_user = self.one_user
         return one_user is not None and self.filters == {"users": [one_user]}
 
-    def get_summary(self, sessions: list[SessionInfo]) -> dict[str, Any]:
+    def get_summary(self, sessions: list[SessionInfo]) -> Summary:
         """Count the sessions for the summary line: all of them, or those of the one user."""
         one_user = self.one_user
         if one_user is not None and self.list_params.search_kind != "public_id":
@@ -293,9 +284,9 @@ class SessionChangeList:
         active = Count(
             max(everything.value - expired.value, 0), exact=everything.exact and expired.exact
         )
-        return {"total": everything, "active": active, "expired": expired, "user_id": None}
+        return Summary(everything, active, expired)
 
-    def _user_summary(self, user_id: str, sessions: list[SessionInfo] | None) -> dict[str, Any]:
+    def _user_summary(self, user_id: str, sessions: list[SessionInfo] | None) -> Summary:
         """Count the sessions of one user, from *sessions* when they are all of them."""
         if sessions is not None and self.offset == 0 and len(sessions) < self.list_per_page:
             now = timezone.now()
@@ -305,12 +296,7 @@ class SessionChangeList:
             everything = self.inventory.count(users=[user_id])
             expired_count = self.inventory.count(users=[user_id], status="expired")
         active = Count(everything.value - expired_count.value)
-        return {
-            "total": everything,
-            "active": active,
-            "expired": expired_count,
-            "user_id": user_id,
-        }
+        return Summary(everything, active, expired_count, user_id)
 
     def get_total(self, sessions: list[SessionInfo]) -> Count:
         """Return how many sessions the list holds, from what is already known when it can."""
@@ -318,11 +304,11 @@ class SessionChangeList:
         if self.list_params.search_kind == "public_id":
             total = Count(len(sessions))
         elif not filters or self.only_user:
-            total = summary["total"]
-        elif filters == {"status": "active"} and summary["user_id"] is None:
-            total = summary["active"]
-        elif filters == {"status": "expired"} and summary["user_id"] is None:
-            total = summary["expired"]
+            total = summary.total
+        elif filters == {"status": "active"} and summary.user_id is None:
+            total = summary.active
+        elif filters == {"status": "expired"} and summary.user_id is None:
+            total = summary.expired
         elif self.offset == 0 and len(sessions) < per_page:
             total = Count(len(sessions))  # a first page that is not full holds everything
         else:
@@ -342,49 +328,21 @@ class SessionChangeList:
         user = users.get(one_user) or users_by_id([one_user]).get(one_user)
         if user is not None:
             return user, True
-        if summary["user_id"] == one_user and summary["total"].value:
+        if summary.user_id == one_user and summary.total.value:
             # The user is gone but not their sessions: see revoke_user_view().
-            return DeletedUser(one_user), summary["active"].value > 0
+            return DeletedUser(one_user), summary.active.value > 0
         return None, False
 
     # -- what the page draws ----------------------------------------------------------------
 
     def get_filter_specs(self) -> list[FilterSpec]:
-        """Return the filters of the sidebar, drawn by the admin's own filter template."""
-        request, listing = self.request, self.list_params
-
-        def spec(title: str, name: str, current: str, choices: dict[str, Any]) -> FilterSpec:
-            return FilterSpec(
-                title,
-                [
-                    {
-                        "display": _("All"),
-                        "selected": not current,
-                        "query_string": list_link(request, {name: None}),
-                    },
-                    *(
-                        {
-                            "display": label,
-                            "selected": current == value,
-                            "query_string": list_link(request, {name: value}),
-                        }
-                        for value, label in choices.items()
-                    ),
-                ],
-            )
-
-        specs = [
-            spec(_("status"), STATUS_VAR, listing.status, STATUSES),
-            spec(_("logged in"), AUTH_VAR, listing.authenticated, AUTHENTICATION),
-        ]
-        if self.inventory.records_activity:
-            specs.append(spec(_("last activity"), ACTIVITY_VAR, listing.activity, ACTIVITY))
-        if self.filtered_user is not None and listing.user:
-            # No list of every user: this one is here because the list is filtered by it.
-            specs.append(
-                spec(_("user"), USER_VAR, listing.user, {listing.user: str(self.filtered_user)})
-            )
-        return specs
+        """Return the filters of the sidebar."""
+        return sidebar_filters(
+            self.request,
+            self.list_params,
+            records_activity=self.inventory.records_activity,
+            filtered_user=self.filtered_user,
+        )
 
     def get_headers(self) -> list[dict[str, Any]]:
         """Return the columns of the list; last activity and expiry sort both ways."""
@@ -417,31 +375,6 @@ class SessionChangeList:
                 )
             headers.append(header)
         return headers
-
-    def action_context(self, can_revoke: bool) -> dict[str, Any]:
-        """Return what the admin's ``actions.html`` reads: one action, no "select across pages"."""
-        rows = self.result_list
-        action_form = None
-        if can_revoke and rows:
-            # auto_id=False, like the None the admin passes: no id attributes.
-            action_form = helpers.ActionForm(auto_id=False)
-            action_field = action_form.fields["action"]
-            if not isinstance(action_field, forms.ChoiceField):
-                raise TypeError("ActionForm.action is expected to be a ChoiceField.")
-            action_field.choices = [
-                ("", "---------"),
-                (REVOKE_SELECTED, _("Revoke selected sessions")),
-            ]
-        return {
-            "action_form": action_form,
-            "actions_on_top": True,
-            "actions_on_bottom": False,
-            "actions_selection_counter": True,
-            "actions_cl": SimpleNamespace(result_list=rows, result_count=len(rows)),
-            "selection_note": _("0 of %(cnt)s selected") % {"cnt": len(rows)},
-            "selection_note_all": _("All %(total_count)s selected") % {"total_count": len(rows)},
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-        }
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -490,18 +423,3 @@ def _ip(text: str) -> str | None:
         return str(ipaddress.ip_address(text))
     except ValueError:
         return None
-
-
-def _activity_bounds(activity: str, now: datetime) -> dict[str, datetime]:
-    """Return the inventory's activity filter for a choice of the sidebar."""
-    if activity == "today":
-        return {
-            "active_after": timezone.localtime(now).replace(
-                hour=0, minute=0, second=0, microsecond=0
-            )
-        }
-    if activity == "7d":
-        return {"active_after": now - timedelta(days=7)}
-    if activity == "30d":
-        return {"active_after": now - timedelta(days=30)}
-    return {"active_before": now - timedelta(days=30)}

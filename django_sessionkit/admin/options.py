@@ -1,4 +1,4 @@
-"""``SessionAdmin``: the session browser's permissions, URLs, views and history entries.
+"""``SessionAdmin``: the session browser's permissions, URLs and views.
 
 Every read and every revocation goes through
 :func:`django_sessionkit.inventory.get_inventory`: the admin never opens an
@@ -9,16 +9,13 @@ engine itself and never asks which one is in use. The list's own logic is
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from functools import wraps
-from typing import Any, Concatenate, Literal, ParamSpec, TypeAlias
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeAlias
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
-from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.admin.utils import quote, unquote
-from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.db.models import Model
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -27,11 +24,16 @@ from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from django_sessionkit.admin.changelist import REVOKE_SELECTED, SessionChangeList
-from django_sessionkit.admin.rows import SHORT_ID, DeletedUser, RowBuilder, users_by_id
+from django_sessionkit.admin.actions import (
+    action_context,
+    log_revocations,
+    log_user_revocation,
+    revoke_selected,
+)
+from django_sessionkit.admin.changelist import SessionChangeList
+from django_sessionkit.admin.rows import SHORT_ID, DeletedUser, build_rows, users_by_id
 from django_sessionkit.admin.urls import (
     FILTERS_VAR,
-    PUBLIC_ID,
     USER_VAR,
     PublicId,
     list_query_string,
@@ -39,10 +41,10 @@ from django_sessionkit.admin.urls import (
 from django_sessionkit.current import current_public_ids
 from django_sessionkit.inventory import (
     InventoryUnavailable,
-    SessionInfo,
     SessionInventory,
     get_inventory,
 )
+from django_sessionkit.models import Session
 from django_sessionkit.redaction import to_json
 from django_sessionkit.users import user_pk
 
@@ -68,7 +70,7 @@ def uses_inventory(
     def decorate(view: InventoryView[P]) -> View[P]:
         @wraps(view)
         def guarded(
-            model_admin: SessionAdmin, request: HttpRequest, *args: P.args, **kwargs: P.kwargs
+            model_admin: SessionAdmin, request: HttpRequest, /, *args: P.args, **kwargs: P.kwargs
         ) -> HttpResponse:
             if not getattr(model_admin, f"has_{permission}_permission")(request):
                 raise PermissionDenied
@@ -85,7 +87,13 @@ def uses_inventory(
     return decorate
 
 
-class SessionAdmin(admin.ModelAdmin):
+if TYPE_CHECKING:
+    ModelAdmin: TypeAlias = admin.ModelAdmin[Session]
+else:  # generic for the type checker only: Django's class takes no type argument
+    ModelAdmin = admin.ModelAdmin
+
+
+class SessionAdmin(ModelAdmin):
     """Browse and revoke the sessions of ``SESSION_ENGINE``; nothing can be added or edited."""
 
     list_per_page = 100
@@ -123,18 +131,13 @@ class SessionAdmin(admin.ModelAdmin):
         prefix = f"{self.opts.app_label}_{self.opts.model_name}"
         view = self.admin_site.admin_view
         return [
-            path("", view(self.changelist_view), name=f"{prefix}_changelist"),
-            path(
-                "<sessionkit_public_id:object_id>/change/",
-                view(self.change_view),
-                name=f"{prefix}_change",
-            ),
-            path(
-                "<sessionkit_public_id:object_id>/delete/",
-                view(self.delete_view),
-                name=f"{prefix}_delete",
-            ),
-            path("user/<str:user_id>/revoke/", view(self.revoke_user_view), name=f"{prefix}_user"),
+            path(route, view(method), name=f"{prefix}_{name}")
+            for route, method, name in (
+                ("", self.changelist_view, "changelist"),
+                ("<sessionkit_public_id:object_id>/change/", self.change_view, "change"),
+                ("<sessionkit_public_id:object_id>/delete/", self.delete_view, "delete"),
+                ("user/<str:user_id>/revoke/", self.revoke_user_view, "user"),
+            )
         ]
 
     def _url(self, name: str, *args: Any) -> str:
@@ -189,18 +192,6 @@ class SessionAdmin(admin.ModelAdmin):
         request.current_app = self.admin_site.name
         return TemplateResponse(request, template, context)
 
-    def _rows(
-        self,
-        request: HttpRequest,
-        sessions: Iterable[SessionInfo],
-        users: dict[str, Model] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Return what the pages show of *sessions*, whose *users* are looked up if not given."""
-        sessions = list(sessions)
-        if users is None:
-            users = users_by_id([info.user_id for info in sessions if info.user_id is not None])
-        return list(map(RowBuilder(self, users, current_public_ids(request)), sessions))
-
     def _unavailable(self, request: HttpRequest, exc: InventoryUnavailable) -> HttpResponse:
         """Explain why this engine's sessions cannot be listed."""
         title = _("Sessions cannot be listed")
@@ -233,7 +224,7 @@ class SessionAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         """List the sessions, one page at a time; POST runs the revoke action."""
         if request.method == "POST":
-            return self._revoke_selected(request, inventory)
+            return revoke_selected(self, request, inventory)
         cl = self.get_changelist(request)(request, self, inventory)
         can_revoke = self.has_delete_permission(request)
         return self._render(
@@ -254,7 +245,7 @@ class SessionAdmin(admin.ModelAdmin):
             filters_var=FILTERS_VAR,
             filtered_user=cl.filtered_user,
             filtered_user_revoke_url=cl.revoke_user_url,
-            **cl.action_context(can_revoke),
+            **action_context(cl.result_list, can_revoke),
             **(extra_context or {}),
         )
 
@@ -274,7 +265,7 @@ class SessionAdmin(admin.ModelAdmin):
         if info is None:
             return self._missing(request, object_id)
         data = info.get_decoded()
-        [row] = self._rows(request, [info])
+        [row] = build_rows(self, request, [info])
         # Whose sessions "revoke all" revokes: the user, or a deleted user's id
         # while this session of theirs is live (revoke_user_view takes it then).
         owner: Model | DeletedUser | None = row["user"]
@@ -317,14 +308,14 @@ class SessionAdmin(admin.ModelAdmin):
         if request.method == "POST" and request.POST.get("post") == "yes":
             revoked = inventory.revoke(info.public_id)
             if revoked:
-                self._log_revocations(request, [info.public_id])
+                log_revocations(request, self.model, [info.public_id])
                 self.message_user(
                     request,
                     _("The session “%(id)s” was revoked.") % {"id": info.public_id[:SHORT_ID]},
                     messages.SUCCESS,
                 )
             return HttpResponseRedirect(self.changelist_url(request.POST.get(FILTERS_VAR, "")))
-        [row] = self._rows(request, [info])
+        [row] = build_rows(self, request, [info])
         return self._render(
             request,
             self.delete_confirmation_template,
@@ -334,53 +325,6 @@ class SessionAdmin(admin.ModelAdmin):
             preserved_filters=request.GET.get(FILTERS_VAR, ""),
             filters_var=FILTERS_VAR,
             **(extra_context or {}),
-        )
-
-    def _revoke_selected(self, request: HttpRequest, inventory: SessionInventory) -> HttpResponse:
-        """Run the list's action: confirm, then revoke the selected sessions."""
-        if not self.has_delete_permission(request):
-            raise PermissionDenied
-        preserved = request.POST.get(FILTERS_VAR, "")
-        back = HttpResponseRedirect(self.changelist_url(preserved))
-        if request.POST.get("action") != REVOKE_SELECTED:
-            self.message_user(request, _("No action selected."), messages.WARNING)
-            return back
-        selected = list(
-            dict.fromkeys(
-                value
-                for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
-                if PUBLIC_ID.fullmatch(value)
-            )
-        )
-        if not selected:
-            self.message_user(
-                request,
-                _(
-                    "Items must be selected in order to perform actions on them. No items have "
-                    "been changed."
-                ),
-                messages.WARNING,
-            )
-            return back
-        if request.POST.get("post") == "yes":
-            revoked = [pid for pid in selected if inventory.revoke(pid)]
-            self._log_revocations(request, revoked)
-            self.message_user(
-                request,
-                ngettext("Revoked %(count)d session.", "Revoked %(count)d sessions.", len(revoked))
-                % {"count": len(revoked)},
-                messages.SUCCESS,
-            )
-            return back
-        return self._render(
-            request,
-            self.delete_selected_confirmation_template,
-            _("Are you sure?"),
-            rows=self._rows(request, filter(None, map(inventory.get, selected))),
-            action_checkbox_name=helpers.ACTION_CHECKBOX_NAME,
-            action=REVOKE_SELECTED,
-            preserved_filters=preserved,
-            filters_var=FILTERS_VAR,
         )
 
     @uses_inventory("delete")
@@ -415,7 +359,7 @@ class SessionAdmin(admin.ModelAdmin):
         preserved = request.POST.get(FILTERS_VAR) or request.GET.get(FILTERS_VAR, "")
         if posted:
             revoked = inventory.revoke_user(user_id, keep=keep)
-            self._log_user_revocation(request, user, revoked)
+            log_user_revocation(request, self.model, user, revoked)
             self.message_user(
                 request,
                 ngettext(
@@ -434,7 +378,8 @@ class SessionAdmin(admin.ModelAdmin):
             target_user=user,
             target_user_url=None if isinstance(user, DeletedUser) else self.user_admin_url(user),
             user_sessions_url=self.changelist_url(urlencode({USER_VAR: user_id})),
-            rows=self._rows(
+            rows=build_rows(
+                self,
                 request,
                 (info for info in sessions if info.public_id != keep),
                 {} if isinstance(user, DeletedUser) else {user_id: user},
@@ -443,47 +388,3 @@ class SessionAdmin(admin.ModelAdmin):
             preserved_filters=preserved,
             filters_var=FILTERS_VAR,
         )
-
-    # -- history -------------------------------------------------------------------
-
-    def _log_revocations(self, request: HttpRequest, revoked: Sequence[str]) -> None:
-        """Record the revoked sessions in the admin's history, by public id."""
-        content_type = ContentType.objects.get_for_model(self.model, for_concrete_model=False)
-        LogEntry.objects.bulk_create(
-            [
-                LogEntry(
-                    user_id=_actor_id(request),
-                    content_type=content_type,
-                    object_id=pid,
-                    object_repr=_("Session %(id)s") % {"id": pid[:SHORT_ID]},
-                    action_flag=DELETION,
-                    change_message=_("Revoked."),
-                )
-                for pid in revoked
-            ]
-        )
-
-    def _log_user_revocation(
-        self, request: HttpRequest, user: Model | DeletedUser, count: int
-    ) -> None:
-        content_type = ContentType.objects.get_for_model(self.model, for_concrete_model=False)
-        LogEntry.objects.create(
-            user_id=_actor_id(request),
-            content_type=content_type,
-            object_id=None,
-            object_repr=_("Sessions of %(user)s") % {"user": user},
-            action_flag=DELETION,
-            change_message=ngettext(
-                "Revoked %(count)d session.", "Revoked %(count)d sessions.", count
-            )
-            % {"count": count},
-        )
-
-
-def _actor_id(request: HttpRequest) -> int:
-    """Return the primary key of the user making *request*, for the admin's history."""
-    pk = request.user.pk
-    if pk is None:
-        # The admin serves its views to logged-in staff only.
-        raise PermissionDenied
-    return pk

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -12,11 +12,13 @@ from urllib.parse import urlencode
 from django.contrib.admin.utils import quote
 from django.contrib.auth import get_user_model
 from django.db.models import Model
+from django.http import HttpRequest
 from django.utils import formats, timezone
 from django.utils.formats import get_format
 from django.utils.translation import gettext as _
 
 from django_sessionkit.admin.urls import USER_VAR
+from django_sessionkit.current import current_public_ids
 from django_sessionkit.inventory import SessionInfo
 from django_sessionkit.public_id import LENGTH
 from django_sessionkit.useragent import describe
@@ -148,3 +150,16 @@ class RowBuilder:
         if clock not in self.times:
             self.times[clock] = formats.time_format(clock, "TIME_FORMAT")
         return Moment(iso=value.isoformat(), date=self.days[day], time=self.times[clock])
+
+
+def build_rows(
+    model_admin: SessionAdmin,
+    request: HttpRequest,
+    sessions: Iterable[SessionInfo],
+    users: dict[str, Model] | None = None,
+) -> list[dict[str, Any]]:
+    """Return what the pages show of *sessions*; their *users* are looked up if not given."""
+    sessions = list(sessions)
+    if users is None:
+        users = users_by_id([info.user_id for info in sessions if info.user_id is not None])
+    return list(map(RowBuilder(model_admin, users, current_public_ids(request)), sessions))
