@@ -32,7 +32,7 @@ from django_sessionkit.admin.filters import (
     activity_bounds,
     sidebar_filters,
 )
-from django_sessionkit.admin.rows import DeletedUser, RowBuilder, users_by_id
+from django_sessionkit.admin.rows import DeletedUser, build_rows, users_by_id
 from django_sessionkit.admin.urls import (
     ACTIVITY_VAR,
     AUTH_VAR,
@@ -45,7 +45,6 @@ from django_sessionkit.admin.urls import (
     list_link,
     list_params,
 )
-from django_sessionkit.current import current_public_ids
 from django_sessionkit.inventory import Count, Ordering, SessionInfo, SessionInventory
 from django_sessionkit.inventory.base import ORDERINGS
 from django_sessionkit.users import user_pk
@@ -139,9 +138,7 @@ class SessionChangeList:
         self.revoke_user_url = (
             model_admin.revoke_user_url(self.one_user) if revocable and self.one_user else None
         )
-        self.result_list = list(
-            map(RowBuilder(model_admin, users, current_public_ids(request)), sessions)
-        )
+        self.result_list = build_rows(model_admin, request, sessions, users)
         self.filter_specs = self.get_filter_specs()
         self.headers = self.get_headers()
         page = self.list_params.page
