@@ -14,6 +14,8 @@ from redis import connection as redis_connection
 
 from django_sessionkit.backends import redis as backend
 from django_sessionkit.backends.base import RequestMetadata
+from django_sessionkit.backends.redis import keyspace as redis_keyspace
+from django_sessionkit.backends.redis.codec import user_digest
 from django_sessionkit.inventory import redis as redis_inventory
 from django_sessionkit.inventory.base import Count, InventoryUnavailable, Stats
 from django_sessionkit.inventory.redis import RedisInventory
@@ -41,13 +43,13 @@ def commands(monkeypatch, redis_cache) -> list[str]:
     (a recorder on the real client).
 
     Every script is loaded on the server first: a script's first call on a
-    server that has not seen it is an EVALSHA refused with NOSCRIPT, then an
-    EVAL, and counts would depend on which test ran first.
+    server that has not seen it is an EVALSHA refused with NOSCRIPT, then a
+    SCRIPT LOAD and an EVALSHA again, and counts would depend on which test
+    ran first.
     """
     client = redis_cache.client.get_client(write=True)
-    for script in vars(backend).values():
-        if isinstance(script, backend.LuaScript):
-            client.script_load(script.source)
+    for script in backend.Keyspace("redis").scripts.values():
+        client.script_load(script.script)
     sent: list[str] = []
     send = redis_connection.AbstractConnection.send_command
 
@@ -264,8 +266,8 @@ def test_for_user_prunes_entries_of_vanished_sessions(inventory, ours):
     assert sorted(pids(inventory.for_user("8"))) == sorted(public_id(k) for k in keys[1:])
     members = [
         m.decode()
-        for chunk in client.zrange(f"{keyspace.base}:u:d", 0, -1)
-        for m in client.zrange(f"{keyspace.base}:u:c:{chunk.decode()}", 0, -1)
+        for chunk in client.zrange(keyspace.directory("u"), 0, -1)
+        for m in client.zrange(keyspace.chunk("u", chunk.decode()), 0, -1)
     ]
     assert sorted(members) == sorted(public_id(k) for k in keys[1:])
 
@@ -354,7 +356,7 @@ def colliding_user_ids() -> tuple[str, str]:
     seen: dict[str, str] = {}
     for n in range(1_000_000):
         user_id = str(n)
-        digest = backend.user_digest(user_id)
+        digest = user_digest(user_id)
         if digest in seen:
             return seen[digest], user_id
         seen[digest] = user_id
@@ -363,7 +365,7 @@ def colliding_user_ids() -> tuple[str, str]:
 
 def test_users_whose_digests_collide_never_see_each_others_sessions(inventory, ours):
     first, second = colliding_user_ids()
-    assert backend.user_digest(first) == backend.user_digest(second)
+    assert user_digest(first) == user_digest(second)
     mine = save(ours, {SESSION_KEY: first})
     theirs = [save(ours, {SESSION_KEY: second}) for _ in range(2)]
 
@@ -455,7 +457,7 @@ def test_stats_reads_the_indexes_without_scan(inventory, population, commands):
 
 
 def test_clear_inactive_in_batches(inventory, ours, monkeypatch):
-    monkeypatch.setattr(redis_inventory, "DELETE_SLICE", 1)
+    monkeypatch.setattr(redis_keyspace, "DELETE_SLICE", 1)
     month = 30 * 24 * 3600
     with time_machine.travel(NOW - timedelta(days=10), tick=False) as clock:
         idle = [save(ours, {SESSION_KEY: "3"}, expiry=month) for _ in range(3)]
@@ -497,7 +499,7 @@ def test_clear_inactive_keeps_a_session_active_meanwhile(inventory, ours):
 
 def test_clear_expired_keeps_each_script_call_short(inventory, ours, commands, monkeypatch):
     """A batch is several script calls of at most PRUNE_SLICE entries: Redis never blocks long."""
-    monkeypatch.setattr(backend, "PRUNE_SLICE", 2)
+    monkeypatch.setattr(redis_keyspace, "PRUNE_SLICE", 2)
     with time_machine.travel(NOW, tick=False) as clock:
         for i in range(12):
             save(ours, {SESSION_KEY: str(i)}, expiry=60)
@@ -514,8 +516,8 @@ def test_clear_expired_keeps_each_script_call_short(inventory, ours, commands, m
 
 def test_counting_reads_the_expiry_index_in_short_slices(inventory, ours, commands, monkeypatch):
     """A backlog of millions is counted a slice of chunks per script call, exactly."""
-    monkeypatch.setattr(redis_inventory, "COUNT_CHUNKS", 3)
-    monkeypatch.setattr(redis_inventory, "COUNT_CHUNKS_AUTHENTICATED", 2)
+    monkeypatch.setattr(redis_keyspace, "COUNT_CHUNKS", 3)
+    monkeypatch.setattr(redis_keyspace, "COUNT_CHUNKS_AUTHENTICATED", 2)
     with time_machine.travel(NOW, tick=False) as clock:
         # 1000 sessions in expiry order over ~10 chunks; 3 of every 4 are logged in.
         for i in range(1000):
@@ -523,7 +525,7 @@ def test_counting_reads_the_expiry_index_in_short_slices(inventory, ours, comman
             save(ours, data, expiry=60 + i)
         clock.move_to(NOW + timedelta(seconds=60 + 700))
         keyspace = inventory.keyspace
-        chunks = keyspace.client().zcount(f"{keyspace.base}:x:d", "-inf", "+inf")
+        chunks = keyspace.client().zcount(keyspace.directory("x"), "-inf", "+inf")
         assert chunks >= 8
         commands.clear()
         # Sessions 0..700 expired (expiry <= now), 701..999 active.
@@ -570,12 +572,12 @@ def test_pruning_keeps_the_user_index_consistent(inventory, ours):
 
         keyspace = inventory.keyspace
         client = keyspace.client()
-        chunks = client.zrange(f"{keyspace.base}:u:d", 0, -1, withscores=True)
-        sizes = [client.zcard(f"{keyspace.base}:u:c:{chunk.decode()}") for chunk, _ in chunks]
+        chunks = client.zrange(keyspace.directory("u"), 0, -1, withscores=True)
+        sizes = [client.zcard(keyspace.chunk("u", chunk.decode())) for chunk, _ in chunks]
         assert all(sizes)  # no empty chunk left in the directory
-        assert sum(sizes) == int(client.get(f"{keyspace.base}:u:n")) == len(kept)
+        assert sum(sizes) == int(client.get(keyspace.size("u"))) == len(kept)
         for chunk, lowest in chunks:
-            first = client.zrange(f"{keyspace.base}:u:c:{chunk.decode()}", 0, 0, withscores=True)
+            first = client.zrange(keyspace.chunk("u", chunk.decode()), 0, 0, withscores=True)
             assert first[0][1] == lowest  # the directory knows each chunk's minimum
         for user_id, key in kept.items():
             assert pids(inventory.for_user(user_id)) == [public_id(key)]
@@ -592,15 +594,13 @@ def test_clear_expired_sweeps_user_entries_of_sessions_redis_expired(inventory, 
         # What Redis does when the TTL runs out: the hash vanishes, the indexes stay.
         client.delete(keyspace.session(public_id(gone)))
         clock.move_to(NOW + timedelta(minutes=5))
-        assert int(client.get(f"{keyspace.base}:u:n")) == 2
+        assert int(client.get(keyspace.size("u"))) == 2
 
         assert list(inventory.clear_expired()) == [1]
 
-    assert int(client.get(f"{keyspace.base}:u:n")) == 1
-    [chunk] = client.zrange(f"{keyspace.base}:u:d", 0, -1)
-    assert client.zrange(f"{keyspace.base}:u:c:{chunk.decode()}", 0, -1) == [
-        public_id(live).encode()
-    ]
+    assert int(client.get(keyspace.size("u"))) == 1
+    [chunk] = client.zrange(keyspace.directory("u"), 0, -1)
+    assert client.zrange(keyspace.chunk("u", chunk.decode()), 0, -1) == [public_id(live).encode()]
     assert pids(inventory.for_user("77")) == [public_id(live)]
 
 
@@ -611,17 +611,16 @@ def test_sweeping_reads_the_user_index_directory_in_pages(inventory, ours, comma
     the next one and passes its score on: a page starting above the last
     page's highest score would skip that next chunk.
     """
-    monkeypatch.setattr(backend, "SWEEP_PAGE", 2)
+    monkeypatch.setattr(redis_keyspace, "SWEEP_PAGE", 2)
     keyspace = inventory.keyspace
     client = keyspace.client()
-    directory = f"{keyspace.base}:u:d"
+    directory = keyspace.directory("u")
     with time_machine.travel(NOW, tick=False) as clock:
         users = {public_id(save(ours, {SESSION_KEY: str(i)})): str(i) for i in range(600)}
         chunks = client.zrange(directory, 0, -1)
         assert len(chunks) >= 5
         lowest = {
-            client.zrange(f"{keyspace.base}:u:c:{chunk.decode()}", 0, 0)[0].decode()
-            for chunk in chunks
+            client.zrange(keyspace.chunk("u", chunk.decode()), 0, 0)[0].decode() for chunk in chunks
         }
         # What Redis does when the TTL runs out: the hash vanishes, the indexes stay.
         for pid in set(users) - lowest:
@@ -635,7 +634,7 @@ def test_sweeping_reads_the_user_index_directory_in_pages(inventory, ours, comma
     assert "zrange" not in commands
     assert commands.count("zrangebyscore") >= 3
     assert client.zcard(directory) < len(chunks)  # swept chunks merged
-    assert int(client.get(f"{keyspace.base}:u:n")) == len(lowest)
+    assert int(client.get(keyspace.size("u"))) == len(lowest)
     for pid in lowest:
         assert pids(inventory.for_user(users[pid])) == [pid]
 
@@ -644,8 +643,9 @@ def test_clear_expired_sweeps_only_when_it_pruned(inventory, ours, commands):
     save(ours, {SESSION_KEY: "78"})
     commands.clear()
     assert list(inventory.clear_expired()) == []
-    # One round trip of PRUNE calls that find nothing; no sweep of the user index.
-    assert set(commands) == {"script load", "evalsha"}
+    # One round trip of PRUNE calls that find nothing (redis-py first checks that
+    # the pipeline's script is loaded); no sweep of the user index.
+    assert set(commands) == {"script exists", "evalsha"}
     assert "zrange" not in commands
 
 
