@@ -14,6 +14,7 @@ from redis import connection as redis_connection
 
 from django_sessionkit.backends import redis as backend
 from django_sessionkit.backends.base import RequestMetadata
+from django_sessionkit.backends.redis import indexes as redis_indexes
 from django_sessionkit.backends.redis import keyspace as redis_keyspace
 from django_sessionkit.backends.redis.codec import user_digest
 from django_sessionkit.inventory import redis as redis_inventory
@@ -499,7 +500,7 @@ def test_clear_inactive_keeps_a_session_active_meanwhile(inventory, ours):
 
 def test_clear_expired_keeps_each_script_call_short(inventory, ours, commands, monkeypatch):
     """A batch is several script calls of at most PRUNE_SLICE entries: Redis never blocks long."""
-    monkeypatch.setattr(redis_keyspace, "PRUNE_SLICE", 2)
+    monkeypatch.setattr(redis_indexes, "PRUNE_SLICE", 2)
     with time_machine.travel(NOW, tick=False) as clock:
         for i in range(12):
             save(ours, {SESSION_KEY: str(i)}, expiry=60)
@@ -516,8 +517,8 @@ def test_clear_expired_keeps_each_script_call_short(inventory, ours, commands, m
 
 def test_counting_reads_the_expiry_index_in_short_slices(inventory, ours, commands, monkeypatch):
     """A backlog of millions is counted a slice of chunks per script call, exactly."""
-    monkeypatch.setattr(redis_keyspace, "COUNT_CHUNKS", 3)
-    monkeypatch.setattr(redis_keyspace, "COUNT_CHUNKS_AUTHENTICATED", 2)
+    monkeypatch.setattr(redis_indexes, "COUNT_CHUNKS", 3)
+    monkeypatch.setattr(redis_indexes, "COUNT_CHUNKS_AUTHENTICATED", 2)
     with time_machine.travel(NOW, tick=False) as clock:
         # 1000 sessions in expiry order over ~10 chunks; 3 of every 4 are logged in.
         for i in range(1000):
@@ -611,7 +612,7 @@ def test_sweeping_reads_the_user_index_directory_in_pages(inventory, ours, comma
     the next one and passes its score on: a page starting above the last
     page's highest score would skip that next chunk.
     """
-    monkeypatch.setattr(redis_keyspace, "SWEEP_PAGE", 2)
+    monkeypatch.setattr(redis_indexes, "SWEEP_PAGE", 2)
     keyspace = inventory.keyspace
     client = keyspace.client()
     directory = keyspace.directory("u")
