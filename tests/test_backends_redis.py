@@ -24,6 +24,8 @@ from redis.retry import Retry
 
 from django_sessionkit.backends import redis as backend
 from django_sessionkit.backends.base import RequestMetadata, SessionStorageUnavailable
+from django_sessionkit.backends.redis import scripts
+from django_sessionkit.backends.redis.codec import user_digest
 from django_sessionkit.public_id import public_id
 from tests.engines import use_sessionkit_middleware
 from tests.redis_server import private_server
@@ -82,12 +84,11 @@ def save(
 def index_entries(keyspace: backend.Keyspace, name: str) -> dict[str, float]:
     """Return the entries of the chunked index *name*, checking its invariants."""
     redis = keyspace.client()
-    prefix = f"{keyspace.base}:{name}"
-    directory = redis.zrange(f"{prefix}:d", 0, -1, withscores=True)
+    directory = redis.zrange(keyspace.directory(name), 0, -1, withscores=True)
     entries: dict[str, float] = {}
     previous_max = None
     for chunk_id, minimum in directory:
-        chunk = redis.zrange(f"{prefix}:c:{chunk_id.decode()}", 0, -1, withscores=True)
+        chunk = redis.zrange(keyspace.chunk(name, chunk_id.decode()), 0, -1, withscores=True)
         assert chunk, "an empty chunk stays in the directory"
         assert chunk[0][1] == minimum, "the directory holds each chunk's minimum"
         if previous_max is not None:
@@ -96,10 +97,11 @@ def index_entries(keyspace: backend.Keyspace, name: str) -> dict[str, float]:
         assert len(chunk) <= 120 or chunk[0][1] == chunk[-1][1], "oversized chunk"
         entries.update((member.decode(), score) for member, score in chunk)
     on_server = {
-        key.decode().rsplit(":", 1)[1] for key in redis.scan_iter(match=f"{prefix}:c:*", count=1000)
+        key.decode().rsplit(":", 1)[1]
+        for key in redis.scan_iter(match=keyspace.chunk(name, "*"), count=1000)
     }
     assert on_server == {chunk_id.decode() for chunk_id, _ in directory}, "stray chunk"
-    assert int(redis.get(f"{prefix}:n") or 0) == len(entries), "count out of step"
+    assert int(redis.get(keyspace.size(name)) or 0) == len(entries), "count out of step"
     return entries
 
 
@@ -107,7 +109,7 @@ def expected_indexes(keyspace: backend.Keyspace) -> tuple[dict[str, float], dict
     """Return the index entries the stored sessions call for (the ground truth)."""
     redis = keyspace.client()
     expiry_index, user_index = {}, {}
-    for key in redis.scan_iter(match=f"{keyspace.base}:s:*", count=1000):
+    for key in redis.scan_iter(match=keyspace.session_pattern(), count=1000):
         pid = key.decode().rsplit(":", 1)[1]
         expiry, digest = redis.hmget(key, "e", "h")
         if digest is None:
@@ -122,7 +124,7 @@ def assert_indexes_match(keyspace: backend.Keyspace) -> None:
     expiry_index, user_index = expected_indexes(keyspace)
     assert index_entries(keyspace, "x") == expiry_index
     assert index_entries(keyspace, "u") == user_index
-    authenticated = int(keyspace.client().get(f"{keyspace.base}:x:a") or 0)
+    authenticated = int(keyspace.client().get(keyspace.authenticated()) or 0)
     assert authenticated == len(user_index)
 
 
@@ -184,7 +186,7 @@ async def test_async_login_path_records_the_user(store, keyspace, redis):
     fields = stored_hash(redis, keyspace, session.session_key)
     assert (fields["u"], fields["ip"], fields["ua"]) == ("5", "198.51.100.1", UA)
     _, user_index = expected_indexes(keyspace)
-    assert user_index == {public_id(session.session_key): float(backend.user_digest("5"))}
+    assert user_index == {public_id(session.session_key): float(user_digest("5"))}
     assert_indexes_match(keyspace)
 
 
@@ -311,23 +313,20 @@ def test_undecodable_data_loads_as_empty(store, keyspace, redis, caplog):
 # -- round trips ---------------------------------------------------------------
 
 
-@pytest.fixture
-def round_trips(store, monkeypatch, redis):
+def record_round_trips(monkeypatch: Any) -> Any:
     """Record what redis-py sends: one entry per round trip, the command names in it.
 
-    Every script is loaded first: on a server that has not seen a script, its
-    first call is an EVALSHA refused with NOSCRIPT, then an EVAL.
+    Return a function that returns (and forgets) what was sent since its last call.
     """
-    for script in vars(backend).values():
-        if isinstance(script, backend.LuaScript):
-            redis.script_load(script.source)
     sent: list[list[str]] = []
     send = redis_connection.AbstractConnection.send_packed_command
 
     def recording(self: Any, command: Any, check_health: bool = True) -> None:
         packets = command if isinstance(command, list) else [command]
         words = [part for packet in packets for part in bytes(packet).split(b"\r\n")]
-        sent.append([w.decode().lower() for w in words if w.upper() in COMMANDS])
+        names = [w.decode().lower() for w in words if w.upper() in COMMANDS]
+        if names:  # not a connection's handshake
+            sent.append(names)
         send(self, command, check_health)
 
     monkeypatch.setattr(redis_connection.AbstractConnection, "send_packed_command", recording)
@@ -340,7 +339,20 @@ def round_trips(store, monkeypatch, redis):
     return take
 
 
-COMMANDS = {b"HMGET", b"EVALSHA", b"EVAL", b"GET", b"EXISTS", b"HSET", b"SCRIPT"}
+COMMANDS = {b"HMGET", b"EVALSHA", b"EVAL", b"GET", b"EXISTS", b"HSET", b"SCRIPT", b"LOAD"}
+COMMANDS |= {b"ZRANGEBYSCORE"}
+
+
+@pytest.fixture
+def round_trips(store, monkeypatch, redis, keyspace):
+    """The round trips redis-py sends (see record_round_trips), every script loaded first.
+
+    On a server that has not seen a script, its first call is an EVALSHA
+    refused with NOSCRIPT, then a SCRIPT LOAD and an EVALSHA again.
+    """
+    for script in keyspace.scripts.values():
+        redis.script_load(script.script)
+    return record_round_trips(monkeypatch)
 
 
 def test_a_read_costs_one_round_trip_and_a_write_one_script(store, round_trips):
@@ -365,6 +377,33 @@ def test_a_read_costs_one_round_trip_and_a_write_one_script(store, round_trips):
     new["k"] = "v"
     new.save()  # no exists() before the create: the script refuses a taken key
     assert round_trips() == [["evalsha"]]
+
+
+def test_scripts_load_themselves_on_a_server_that_has_not_seen_them(redis_down, monkeypatch):
+    """redis-py's Script objects: after NOSCRIPT a SCRIPT LOAD; a pipeline loads first."""
+    store = backend.SessionStore
+    take = record_round_trips(monkeypatch)
+    with time_machine.travel(NOW, tick=False) as clock:
+        key = save(store, {SESSION_KEY: "1"}, expiry=60)
+        assert take() == [["evalsha"], ["script", "load"], ["evalsha"]]
+        save(store, {SESSION_KEY: "2"})
+        assert take() == [["evalsha"]]
+
+        clock.move_to(NOW + timedelta(minutes=5))
+        assert list(store.clear_expired_batches()) == [1]
+
+    # The PRUNE pipeline: redis-py asks whether its script is loaded and loads it;
+    # then the sweep's pipeline, which loads SWEEP the same way.
+    assert take() == [
+        ["script", "exists"],
+        ["script", "load"],
+        ["evalsha"] * 10,
+        ["zrangebyscore"],
+        ["script", "exists"],
+        ["script", "load"],
+        ["evalsha"],
+    ]
+    assert not store().exists(key)
 
 
 def test_touch_activity_writes_only_the_activity(store, keyspace, redis):
@@ -461,7 +500,7 @@ def test_a_lower_score_splits_a_large_single_score_chunk(store, keyspace):
 
         entries = index_entries(keyspace, "x")
         assert len(entries) == 4201
-        assert keyspace.client().zcard(f"{keyspace.base}:x:d") == 2
+        assert keyspace.client().zcard(keyspace.directory("x")) == 2
         for key in keys[:10]:
             store().delete(key)
         assert len(index_entries(keyspace, "x")) == 4191
@@ -477,8 +516,45 @@ def test_saves_prune_expired_index_entries(store, keyspace):
         save(store, {"k": "v"})
 
         # Each save prunes a few expired entries (and their user index entries).
-        assert len(index_entries(keyspace, "x")) == 6 - backend.PRUNE_ON_WRITE + 1
-        assert len(index_entries(keyspace, "u")) == 6 - backend.PRUNE_ON_WRITE
+        assert len(index_entries(keyspace, "x")) == 6 - scripts.PRUNE_ON_WRITE + 1
+        assert len(index_entries(keyspace, "u")) == 6 - scripts.PRUNE_ON_WRITE
+
+
+def test_how_much_a_save_prunes_is_given_to_the_script(store, keyspace, monkeypatch):
+    monkeypatch.setattr(scripts, "PRUNE_ON_WRITE", 1)
+    with time_machine.travel(NOW, tick=False) as clock:
+        for _ in range(3):
+            save(store, {SESSION_KEY: "1"}, expiry=60)
+        clock.move_to(NOW + timedelta(minutes=2))
+
+        save(store, {"k": "v"})
+
+        assert len(index_entries(keyspace, "x")) == 3 - 1 + 1
+
+
+def test_creating_in_bulk_writes_what_a_save_writes(store, keyspace, redis):
+    data = {SESSION_KEY: "4", "k": "v"}
+    metadata = RequestMetadata(ip="192.0.2.7", user_agent=UA)
+    with time_machine.travel(NOW, tick=False):
+        key = save(store, data, metadata=metadata, expiry=600)
+        saved = stored_hash(redis, keyspace, key)
+        store().delete(key)
+        bulk = scripts.Save(
+            pid=public_id(key),
+            session_key=key,
+            data=store().serialize_data({**data, "_session_expiry": 600}),
+            now=backend.to_ms(NOW),
+            ttl=600,
+            expiry=backend.to_ms(NOW + timedelta(seconds=600)),
+            user_id="4",
+            metadata=("192.0.2.7", UA),
+        )
+
+        assert keyspace.create_many([bulk, bulk]) == [1, 0]  # the second finds the key taken
+
+        assert stored_hash(redis, keyspace, key) == saved
+        assert_indexes_match(keyspace)
+        assert store(key).load() == {**data, "_session_expiry": 600}
 
 
 def test_clear_expired_prunes_in_batches(store, keyspace, redis):
@@ -487,7 +563,7 @@ def test_clear_expired_prunes_in_batches(store, keyspace, redis):
         kept = save(store, {SESSION_KEY: "1"}, expiry=3600)
         clock.move_to(NOW + timedelta(minutes=10))
 
-        batches = list(keyspace.prune(NOW + timedelta(minutes=10), 10))
+        batches = list(keyspace.indexes.prune(NOW + timedelta(minutes=10), 10))
         assert batches == [10, 10, 5]
         assert list(store.clear_expired_batches()) == []
 
@@ -507,7 +583,7 @@ def test_clear_expired_keeps_a_session_its_old_entry_no_longer_describes(store, 
         redis.hset(keyspace.session(public_id(renewed)), "e", later)
         clock.move_to(NOW + timedelta(minutes=10))
 
-        assert list(keyspace.prune(NOW + timedelta(minutes=10), 10)) == [2]
+        assert list(keyspace.indexes.prune(NOW + timedelta(minutes=10), 10)) == [2]
 
         assert not redis.exists(keyspace.session(public_id(old)))
         assert stored_hash(redis, keyspace, renewed)["e"] == str(later)
@@ -516,7 +592,7 @@ def test_clear_expired_keeps_a_session_its_old_entry_no_longer_describes(store, 
 
 def test_clear_expired_batch_size_must_be_positive(keyspace):
     with pytest.raises(ValueError, match="at least 1"):
-        list(keyspace.prune(NOW, 0))
+        list(keyspace.indexes.prune(NOW, 0))
 
 
 # -- a rotated SECRET_KEY -------------------------------------------------------

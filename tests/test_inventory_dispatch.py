@@ -145,7 +145,7 @@ def test_stock_cache_subclass_on_locmem_cannot_be_listed(settings, monkeypatch):
 
 
 def test_stock_cache_on_django_redis(settings, redis_cache):
-    from django_sessionkit.inventory.redis import StockCacheInventory
+    from django_sessionkit.inventory.cache import StockCacheInventory
 
     settings.SESSION_CACHE_ALIAS = "redis"
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from typing import Any
@@ -8,9 +7,6 @@ from typing import Any
 import pytest
 import time_machine
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-from django.contrib.sessions.backends.cache import SessionStore as StockCacheStore
-from django.contrib.sessions.backends.cached_db import SessionStore as StockCachedDBStore
-from django.core.cache import caches
 from django.utils import timezone
 from django_redis import get_redis_connection
 from redis import client as redis_client
@@ -18,11 +14,13 @@ from redis import connection as redis_connection
 
 from django_sessionkit.backends import redis as backend
 from django_sessionkit.backends.base import RequestMetadata
+from django_sessionkit.backends.redis import indexes as redis_indexes
+from django_sessionkit.backends.redis import keyspace as redis_keyspace
+from django_sessionkit.backends.redis.codec import user_digest
 from django_sessionkit.inventory import redis as redis_inventory
 from django_sessionkit.inventory.base import Count, InventoryUnavailable, Stats
-from django_sessionkit.inventory.redis import RedisInventory, StockCacheInventory
+from django_sessionkit.inventory.redis import RedisInventory
 from django_sessionkit.public_id import public_id
-from tests.redis_server import private_server
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=dt_timezone.utc)
 UA = "Mozilla/5.0 (Macintosh) Safari/605.1.15"
@@ -46,13 +44,13 @@ def commands(monkeypatch, redis_cache) -> list[str]:
     (a recorder on the real client).
 
     Every script is loaded on the server first: a script's first call on a
-    server that has not seen it is an EVALSHA refused with NOSCRIPT, then an
-    EVAL, and counts would depend on which test ran first.
+    server that has not seen it is an EVALSHA refused with NOSCRIPT, then a
+    SCRIPT LOAD and an EVALSHA again, and counts would depend on which test
+    ran first.
     """
     client = redis_cache.client.get_client(write=True)
-    for script in vars(backend).values():
-        if isinstance(script, backend.LuaScript):
-            client.script_load(script.source)
+    for script in backend.Keyspace("redis").scripts.values():
+        client.script_load(script.script)
     sent: list[str] = []
     send = redis_connection.AbstractConnection.send_command
 
@@ -269,8 +267,8 @@ def test_for_user_prunes_entries_of_vanished_sessions(inventory, ours):
     assert sorted(pids(inventory.for_user("8"))) == sorted(public_id(k) for k in keys[1:])
     members = [
         m.decode()
-        for chunk in client.zrange(f"{keyspace.base}:u:d", 0, -1)
-        for m in client.zrange(f"{keyspace.base}:u:c:{chunk.decode()}", 0, -1)
+        for chunk in client.zrange(keyspace.directory("u"), 0, -1)
+        for m in client.zrange(keyspace.chunk("u", chunk.decode()), 0, -1)
     ]
     assert sorted(members) == sorted(public_id(k) for k in keys[1:])
 
@@ -354,144 +352,12 @@ def test_inventory_rejects_an_unknown_ordering(inventory):
         inventory.page(ordering="user")
 
 
-# -- StockCacheInventory -------------------------------------------------------------
-
-
-@pytest.fixture
-def stock(redis_cache, settings) -> type[StockCacheStore]:
-    settings.SESSION_ENGINE = "django.contrib.sessions.backends.cache"
-    settings.SESSION_CACHE_ALIAS = "redis"
-    return StockCacheStore
-
-
-@pytest.fixture
-def stock_inventory(stock) -> StockCacheInventory:
-    return StockCacheInventory("django.contrib.sessions.backends.cache")
-
-
-def stock_save(store: Any, data: dict[str, Any], expiry: int | None = None) -> str:
-    session = store()
-    session.update(data)
-    if expiry is not None:
-        session.set_expiry(expiry)
-    session.save()
-    return str(session.session_key)
-
-
-@pytest.fixture
-def stock_population(stock) -> dict[str, str]:
-    return {
-        "anon": stock_save(stock, {"cart": 1}, expiry=1000),
-        "u1a": stock_save(stock, {SESSION_KEY: 1}, expiry=2000),
-        "u1b": stock_save(stock, {SESSION_KEY: "1"}, expiry=3000),
-        "u2": stock_save(stock, {SESSION_KEY: "2"}, expiry=4000),
-    }
-
-
-def test_stock_count(stock_inventory, stock_population):
-    assert stock_inventory.count() == stock_inventory.count(status="active")
-    assert stock_inventory.count().value == 4
-    assert stock_inventory.count().exact
-    assert stock_inventory.count(status="expired").value == 0
-    assert stock_inventory.count(users=["1"]).value == 2
-    assert stock_inventory.count(authenticated=True).value == 3
-    assert stock_inventory.count(authenticated=False).value == 1
-    assert stock_inventory.count(ip="192.0.2.1").value == 0
-
-
-def test_stock_page(stock_inventory, stock_population):
-    order = [public_id(stock_population[n]) for n in ("anon", "u1a", "u1b", "u2")]
-
-    assert pids(stock_inventory.page(ordering="expire_date")) == order
-    assert pids(stock_inventory.page()) == order[::-1]
-    assert pids(stock_inventory.page(offset=1, limit=2, ordering="expire_date")) == order[1:3]
-    assert pids(stock_inventory.page(users=["1"], ordering="expire_date")) == order[1:3]
-    assert pids(stock_inventory.page(authenticated=False)) == order[:1]
-    assert stock_inventory.page(status="expired") == []
-    page = stock_inventory.page(ordering="expire_date")
-    assert [info.user_id for info in page] == [None, "1", "1", "2"]
-    assert page[0].get_decoded() == {"cart": 1, "_session_expiry": 1000}
-    now = datetime.now(dt_timezone.utc)
-    assert now + timedelta(seconds=990) < page[0].expire_date <= now + timedelta(seconds=1000)
-    assert not page[0].is_expired
-    assert all(key not in repr(page) for key in stock_population.values())
-
-
-def test_stock_get_for_user_and_revoke(stock_inventory, stock_population, stock):
-    u1a, u1b = stock_population["u1a"], stock_population["u1b"]
-
-    info = stock_inventory.get(public_id(u1a))
-    assert (info.user_id, info.ip, info.last_activity) == ("1", None, None)
-    assert stock_inventory.get("f" * 32) is None
-    # Latest save (latest expiry) first: activity is not recorded.
-    assert pids(stock_inventory.for_user("1")) == [public_id(u1b), public_id(u1a)]
-
-    assert stock_inventory.revoke(public_id(u1a))
-    assert not stock_inventory.revoke(public_id(u1a))
-    assert not stock().exists(u1a)
-    assert stock_inventory.revoke_user("2") == 1
-    assert stock_inventory.revoke_user("1", keep=public_id(u1b)) == 0
-    assert stock().exists(u1b)
-    assert stock_inventory.count().value == 2
-
-
-def test_stock_clear_expired_has_nothing_to_do(stock_inventory, stock_population):
-    assert list(stock_inventory.clear_expired()) == []
-    assert stock_inventory.count().value == 4
-
-
-@pytest.mark.django_db
-def test_stock_inventory_skips_cached_db_keys(stock_inventory, stock_population, settings):
-    # cached_db's key prefix extends the cache engine's: SCAN matches its keys too.
-    settings.SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
-    stock_save(StockCachedDBStore, {SESSION_KEY: "1"})
-
-    assert stock_inventory.count().value == 4
-    assert stock_inventory.count(users=["1"]).value == 2
-
-
-def test_stock_inventory_needs_django_redis(settings):
-    settings.SESSION_CACHE_ALIAS = "default"
-
-    with pytest.raises(InventoryUnavailable, match="LocMemCache"):
-        StockCacheInventory()
-
-
-@pytest.fixture
-def private_cache(settings) -> Iterator[str]:
-    """A django-redis cache alone on a private server: DBSIZE counts only its keys."""
-    server = private_server()
-    server.start()
-    settings.CACHES = {
-        **settings.CACHES,
-        "private": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": server.url},
-    }
-    settings.SESSION_CACHE_ALIAS = "private"
-    settings.SESSION_ENGINE = "django.contrib.sessions.backends.cache"
-    yield "private"
-    server.stop()
-
-
-def test_stock_count_estimate_samples_the_database(private_cache):
-    for i in range(30):
-        stock_save(StockCacheStore, {"n": i})
-    caches[private_cache].set_many({f"other-{i}": i for i in range(10)})
-    inventory = StockCacheInventory(cache_alias=private_cache)
-
-    estimate = inventory.count(estimate=True)
-
-    assert not estimate.exact
-    assert 22 <= estimate.value <= 38
-    assert inventory.count() == inventory.count(estimate=False)
-    assert inventory.count().value == 30
-
-
 def colliding_user_ids() -> tuple[str, str]:
     """Two user ids with the same 32-bit digest: they share a score in the user index."""
     seen: dict[str, str] = {}
     for n in range(1_000_000):
         user_id = str(n)
-        digest = backend.user_digest(user_id)
+        digest = user_digest(user_id)
         if digest in seen:
             return seen[digest], user_id
         seen[digest] = user_id
@@ -500,7 +366,7 @@ def colliding_user_ids() -> tuple[str, str]:
 
 def test_users_whose_digests_collide_never_see_each_others_sessions(inventory, ours):
     first, second = colliding_user_ids()
-    assert backend.user_digest(first) == backend.user_digest(second)
+    assert user_digest(first) == user_digest(second)
     mine = save(ours, {SESSION_KEY: first})
     theirs = [save(ours, {SESSION_KEY: second}) for _ in range(2)]
 
@@ -592,7 +458,7 @@ def test_stats_reads_the_indexes_without_scan(inventory, population, commands):
 
 
 def test_clear_inactive_in_batches(inventory, ours, monkeypatch):
-    monkeypatch.setattr(redis_inventory, "DELETE_SLICE", 1)
+    monkeypatch.setattr(redis_keyspace, "DELETE_SLICE", 1)
     month = 30 * 24 * 3600
     with time_machine.travel(NOW - timedelta(days=10), tick=False) as clock:
         idle = [save(ours, {SESSION_KEY: "3"}, expiry=month) for _ in range(3)]
@@ -632,25 +498,9 @@ def test_clear_inactive_keeps_a_session_active_meanwhile(inventory, ours):
     assert inventory.count().value == 1
 
 
-def test_stock_filters_stats_and_clear_inactive(stock_inventory, stock_population):
-    assert stock_inventory.count(users=["1", "2"]).value == 3
-    assert stock_inventory.count(users=[]).value == 0
-    assert pids(stock_inventory.page(users=["2"])) == [public_id(stock_population["u2"])]
-    # No activity is recorded: the activity filters match nothing.
-    assert not stock_inventory.records_activity
-    assert stock_inventory.count(active_before=NOW).value == 0
-    assert stock_inventory.page(active_after=datetime(2000, 1, 1, tzinfo=dt_timezone.utc)) == []
-
-    assert stock_inventory.stats() == Stats(4, 4, 0, None, None)
-    assert stock_inventory.expires_itself == "Redis"
-    with pytest.raises(InventoryUnavailable, match="last active"):
-        stock_inventory.clear_inactive(before=NOW)
-    assert stock_inventory.count().value == 4
-
-
 def test_clear_expired_keeps_each_script_call_short(inventory, ours, commands, monkeypatch):
     """A batch is several script calls of at most PRUNE_SLICE entries: Redis never blocks long."""
-    monkeypatch.setattr(backend, "PRUNE_SLICE", 2)
+    monkeypatch.setattr(redis_indexes, "PRUNE_SLICE", 2)
     with time_machine.travel(NOW, tick=False) as clock:
         for i in range(12):
             save(ours, {SESSION_KEY: str(i)}, expiry=60)
@@ -667,8 +517,8 @@ def test_clear_expired_keeps_each_script_call_short(inventory, ours, commands, m
 
 def test_counting_reads_the_expiry_index_in_short_slices(inventory, ours, commands, monkeypatch):
     """A backlog of millions is counted a slice of chunks per script call, exactly."""
-    monkeypatch.setattr(redis_inventory, "COUNT_CHUNKS", 3)
-    monkeypatch.setattr(redis_inventory, "COUNT_CHUNKS_AUTHENTICATED", 2)
+    monkeypatch.setattr(redis_indexes, "COUNT_CHUNKS", 3)
+    monkeypatch.setattr(redis_indexes, "COUNT_CHUNKS_AUTHENTICATED", 2)
     with time_machine.travel(NOW, tick=False) as clock:
         # 1000 sessions in expiry order over ~10 chunks; 3 of every 4 are logged in.
         for i in range(1000):
@@ -676,7 +526,7 @@ def test_counting_reads_the_expiry_index_in_short_slices(inventory, ours, comman
             save(ours, data, expiry=60 + i)
         clock.move_to(NOW + timedelta(seconds=60 + 700))
         keyspace = inventory.keyspace
-        chunks = keyspace.client().zcount(f"{keyspace.base}:x:d", "-inf", "+inf")
+        chunks = keyspace.client().zcount(keyspace.directory("x"), "-inf", "+inf")
         assert chunks >= 8
         commands.clear()
         # Sessions 0..700 expired (expiry <= now), 701..999 active.
@@ -723,12 +573,12 @@ def test_pruning_keeps_the_user_index_consistent(inventory, ours):
 
         keyspace = inventory.keyspace
         client = keyspace.client()
-        chunks = client.zrange(f"{keyspace.base}:u:d", 0, -1, withscores=True)
-        sizes = [client.zcard(f"{keyspace.base}:u:c:{chunk.decode()}") for chunk, _ in chunks]
+        chunks = client.zrange(keyspace.directory("u"), 0, -1, withscores=True)
+        sizes = [client.zcard(keyspace.chunk("u", chunk.decode())) for chunk, _ in chunks]
         assert all(sizes)  # no empty chunk left in the directory
-        assert sum(sizes) == int(client.get(f"{keyspace.base}:u:n")) == len(kept)
+        assert sum(sizes) == int(client.get(keyspace.size("u"))) == len(kept)
         for chunk, lowest in chunks:
-            first = client.zrange(f"{keyspace.base}:u:c:{chunk.decode()}", 0, 0, withscores=True)
+            first = client.zrange(keyspace.chunk("u", chunk.decode()), 0, 0, withscores=True)
             assert first[0][1] == lowest  # the directory knows each chunk's minimum
         for user_id, key in kept.items():
             assert pids(inventory.for_user(user_id)) == [public_id(key)]
@@ -745,15 +595,13 @@ def test_clear_expired_sweeps_user_entries_of_sessions_redis_expired(inventory, 
         # What Redis does when the TTL runs out: the hash vanishes, the indexes stay.
         client.delete(keyspace.session(public_id(gone)))
         clock.move_to(NOW + timedelta(minutes=5))
-        assert int(client.get(f"{keyspace.base}:u:n")) == 2
+        assert int(client.get(keyspace.size("u"))) == 2
 
         assert list(inventory.clear_expired()) == [1]
 
-    assert int(client.get(f"{keyspace.base}:u:n")) == 1
-    [chunk] = client.zrange(f"{keyspace.base}:u:d", 0, -1)
-    assert client.zrange(f"{keyspace.base}:u:c:{chunk.decode()}", 0, -1) == [
-        public_id(live).encode()
-    ]
+    assert int(client.get(keyspace.size("u"))) == 1
+    [chunk] = client.zrange(keyspace.directory("u"), 0, -1)
+    assert client.zrange(keyspace.chunk("u", chunk.decode()), 0, -1) == [public_id(live).encode()]
     assert pids(inventory.for_user("77")) == [public_id(live)]
 
 
@@ -764,17 +612,16 @@ def test_sweeping_reads_the_user_index_directory_in_pages(inventory, ours, comma
     the next one and passes its score on: a page starting above the last
     page's highest score would skip that next chunk.
     """
-    monkeypatch.setattr(backend, "SWEEP_PAGE", 2)
+    monkeypatch.setattr(redis_indexes, "SWEEP_PAGE", 2)
     keyspace = inventory.keyspace
     client = keyspace.client()
-    directory = f"{keyspace.base}:u:d"
+    directory = keyspace.directory("u")
     with time_machine.travel(NOW, tick=False) as clock:
         users = {public_id(save(ours, {SESSION_KEY: str(i)})): str(i) for i in range(600)}
         chunks = client.zrange(directory, 0, -1)
         assert len(chunks) >= 5
         lowest = {
-            client.zrange(f"{keyspace.base}:u:c:{chunk.decode()}", 0, 0)[0].decode()
-            for chunk in chunks
+            client.zrange(keyspace.chunk("u", chunk.decode()), 0, 0)[0].decode() for chunk in chunks
         }
         # What Redis does when the TTL runs out: the hash vanishes, the indexes stay.
         for pid in set(users) - lowest:
@@ -788,7 +635,7 @@ def test_sweeping_reads_the_user_index_directory_in_pages(inventory, ours, comma
     assert "zrange" not in commands
     assert commands.count("zrangebyscore") >= 3
     assert client.zcard(directory) < len(chunks)  # swept chunks merged
-    assert int(client.get(f"{keyspace.base}:u:n")) == len(lowest)
+    assert int(client.get(keyspace.size("u"))) == len(lowest)
     for pid in lowest:
         assert pids(inventory.for_user(users[pid])) == [pid]
 
@@ -797,8 +644,9 @@ def test_clear_expired_sweeps_only_when_it_pruned(inventory, ours, commands):
     save(ours, {SESSION_KEY: "78"})
     commands.clear()
     assert list(inventory.clear_expired()) == []
-    # One round trip of PRUNE calls that find nothing; no sweep of the user index.
-    assert set(commands) == {"script load", "evalsha"}
+    # One round trip of PRUNE calls that find nothing (redis-py first checks that
+    # the pipeline's script is loaded); no sweep of the user index.
+    assert set(commands) == {"script exists", "evalsha"}
     assert "zrange" not in commands
 
 

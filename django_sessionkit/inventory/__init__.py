@@ -78,7 +78,7 @@ def extends(store_class: type, module_name: str) -> bool:
 
 
 def _stock_cache_inventory(engine: str) -> SessionInventory:
-    from django_sessionkit.inventory.redis import StockCacheInventory, django_redis_cache
+    from django_sessionkit.inventory.cache import StockCacheInventory, django_redis_cache
 
     django_redis_cache(settings.SESSION_CACHE_ALIAS, engine)  # or say why not
     return StockCacheInventory(engine)
@@ -110,7 +110,6 @@ def get_inventory(engine: str | None = None) -> SessionInventory:
         from django_sessionkit.inventory.file import FileInventory
 
         return FileInventory(engine)
-    # Before the stock cache engine: ours may extend it.
     if extends(store_class, OUR_REDIS_ENGINE):
         from django_sessionkit.inventory.redis import RedisInventory
 

@@ -602,22 +602,25 @@ def session_data(user_id: int | None) -> dict[str, Any]:
 
 
 class Encoder:
-    """Encode session data as an engine's ``SessionBase.encode()`` does, once per distinct dict.
+    """Encode session data as an engine stores it, once per distinct dict.
 
-    Every generated session of a user holds the same data, so the signed and
-    compressed encoding is computed once per user instead of once per row.
+    Every generated session of a user holds the same data, so the encoding
+    (signed and compressed by ``SessionBase.encode()``; our redis engine's
+    ``serialize_data()``, unsigned) is computed once per user instead of once
+    per row.
     """
 
     def __init__(self, store_class: Any = None) -> None:
         if store_class is None:
             from django.contrib.sessions.backends.db import SessionStore as store_class
-        self._store = store_class()
-        self._cache: dict[int | None, str] = {}
+        store = store_class()
+        self._encode = getattr(store, "serialize_data", store.encode)
+        self._cache: dict[int | None, Any] = {}
 
-    def __call__(self, row: SessionRow) -> str:
+    def __call__(self, row: SessionRow) -> Any:
         encoded = self._cache.get(row.user_id)
         if encoded is None:
-            encoded = self._cache[row.user_id] = self._store.encode(row.data)
+            encoded = self._cache[row.user_id] = self._encode(row.data)
         return encoded
 
 
@@ -839,51 +842,41 @@ def populate_our_redis(
 ) -> int:
     """Write *rows* through our redis engine's own save script, in pipelines.
 
-    The arguments are those ``SessionStore.save()`` passes for a new session
-    of a request, except that the session's "now" is its generated
+    The writes are those ``SessionStore.save()`` makes for a new session of a
+    request, except that the session's "now" is its generated
     ``last_activity``, so creation and activity times are spread as in a
     live store. Each pipeline carries ``PIPELINE`` saves in one round trip.
     The script costs Redis far more than the packing costs us, so more
     client threads would not help.
     """
     from django_sessionkit.backends import redis as engine
+    from django_sessionkit.backends.base import to_ms
+    from django_sessionkit.backends.redis.scripts import Save
     from django_sessionkit.public_id import public_id
 
     keyspace = engine.Keyspace(cache_alias)
-    client = keyspace.client()
-    # EVALSHA inside a pipeline cannot fall back to EVAL: load the script first.
-    client.script_load(engine.SAVE_SCRIPT.source)
     encode = Encoder(engine.SessionStore)
 
-    def arguments(row: SessionRow) -> tuple[Any, ...] | None:
+    def write(row: SessionRow) -> Save | None:
         ttl = int((row.expire_date - now).total_seconds())
         if ttl <= 0:
             return None
-        user_id = "" if row.user_id is None else str(row.user_id)
-        return (
-            "create",
-            public_id(row.session_key),
-            engine.to_ms(row.last_activity),
-            ttl,
-            engine.to_ms(row.expire_date),
-            user_id,
-            engine.user_digest(user_id) if user_id else "",
-            encode(row),
-            row.session_key,
-            "1",
-            row.ip,
-            row.user_agent,
-            "",
+        return Save(
+            pid=public_id(row.session_key),
+            session_key=row.session_key,
+            data=encode(row),
+            now=to_ms(row.last_activity),
+            ttl=ttl,
+            expiry=to_ms(row.expire_date),
+            user_id=None if row.user_id is None else str(row.user_id),
+            metadata=(row.ip, row.user_agent),
         )
 
     written = 0
     for chunk in chunked(rows, PIPELINE):
         if STOPPING.is_set():
             raise SystemExit("stopped while loading Redis")
-        pipe = client.pipeline(transaction=False)
-        for args in filter(None, map(arguments, chunk)):
-            engine.SAVE_SCRIPT(pipe, keyspace.base, *args)
-        results = pipe.execute()
+        results = keyspace.create_many(filter(None, map(write, chunk)))
         if any(result != 1 for result in results):
             raise RuntimeError("the redis engine refused a generated session (key collision?)")
         written += len(results)
@@ -899,8 +892,7 @@ def our_redis_index_keys(cache_alias: str = SESSION_CACHE) -> list[bytes]:
     """Return the names of the redis engine's index keys (a SCAN: benchmarks only)."""
     from django_sessionkit.backends import redis as engine
 
-    base = engine.Keyspace(cache_alias).base
-    pattern = glob_escape(base) + ":[xu]:*"
+    pattern = engine.Keyspace(cache_alias).index_pattern()
     return list(raw_redis(cache_alias).scan_iter(match=pattern, count=PIPELINE))
 
 
@@ -908,8 +900,7 @@ def our_redis_session_keys(cache_alias: str = SESSION_CACHE) -> list[bytes]:
     """Return the names of the redis engine's session hashes (a SCAN: benchmarks only)."""
     from django_sessionkit.backends import redis as engine
 
-    base = engine.Keyspace(cache_alias).base
-    pattern = glob_escape(base) + ":s:*"
+    pattern = engine.Keyspace(cache_alias).session_pattern()
     return list(raw_redis(cache_alias).scan_iter(match=pattern, count=PIPELINE))
 
 

@@ -218,55 +218,37 @@ def populate_redis(population: Population, user_ids: list[int]) -> int:
     with a TTL of a second, so that Redis drops their hashes while their index
     entries stay, waiting for ``clearsessions``: the state the inventory lists.
     The script is given the oldest moment as its clock so that it prunes none of
-    them on the way; activity and creation times are written afterwards.
+    them on the way; activity and creation times are given with each write.
     """
     from django_sessionkit.backends import redis as backend
+    from django_sessionkit.backends.base import to_ms
+    from django_sessionkit.backends.redis.scripts import Save
     from django_sessionkit.public_id import public_id
 
     keyspace = backend.Keyspace(common.SESSION_CACHE)
-    client = keyspace.client()
-    client.script_load(backend.SAVE_SCRIPT.source)
     encode = common.Encoder(backend.SessionStore)
-    clock = backend.to_ms(population.now - timedelta(days=60))
+    clock = to_ms(population.now - timedelta(days=60))
+
+    def write(row: Any) -> Save:
+        ttl = int((row.expire_date - population.now).total_seconds())
+        return Save(
+            pid=public_id(row.session_key),
+            session_key=row.session_key,
+            data=encode(row),
+            now=clock,
+            ttl=max(ttl, 1),
+            expiry=to_ms(row.expire_date),
+            user_id=None if row.user_id is None else str(row.user_id),
+            metadata=(row.ip, row.user_agent),
+            created=to_ms(row.created_at),
+            activity=to_ms(row.last_activity),
+        )
+
     written = 0
     for chunk in common.chunked(population.rows(user_ids), common.PIPELINE):
-        pipe = client.pipeline(transaction=False)
-        live = []
-        for row in chunk:
-            ttl = int((row.expire_date - population.now).total_seconds())
-            user_id = "" if row.user_id is None else str(row.user_id)
-            pid = public_id(row.session_key)
-            backend.SAVE_SCRIPT(
-                pipe,
-                keyspace.base,
-                "create",
-                pid,
-                clock,
-                max(ttl, 1),
-                backend.to_ms(row.expire_date),
-                user_id,
-                backend.user_digest(user_id) if user_id else "",
-                encode(row),
-                row.session_key,
-                "1",
-                row.ip,
-                row.user_agent,
-                "",
-            )
-            if ttl > 0:
-                live.append((pid, row))
-        for pid, row in live:
-            pipe.hset(
-                keyspace.session(pid),
-                mapping={
-                    "a": backend.to_ms(row.last_activity),
-                    "c": backend.to_ms(row.created_at),
-                },
-            )
-        results = pipe.execute()
-        written += len(chunk)
-        if any(result != 1 for result in results[: len(chunk)]):
+        if any(result != 1 for result in keyspace.create_many(map(write, chunk))):
             raise RuntimeError("the redis engine refused a generated session")
+        written += len(chunk)
     return written
 
 

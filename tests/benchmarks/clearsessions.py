@@ -540,12 +540,12 @@ def _write_redis_sessions(sessions: int, hashes: str) -> tuple[list[str], list[s
     in which pruning deletes the sessions too.
     """
     from django_sessionkit.backends import redis as engine
+    from django_sessionkit.backends.redis.scripts import Save
     from django_sessionkit.public_id import public_id
 
     keyspace = engine.Keyspace("sessions")
     client = keyspace.client()
     client.flushdb()
-    client.script_load(engine.SAVE_SCRIPT.source)
     rng = random.Random(99)
     now_ms = int(time.time() * 1000)
     encoder = engine.SessionStore()
@@ -553,7 +553,7 @@ def _write_redis_sessions(sessions: int, hashes: str) -> tuple[list[str], list[s
     names: tuple[list[str], list[str]] = ([], [])
     started = time.perf_counter()
     order = [*range(0, sessions, 2), *range(1, sessions, 2)]
-    pipe = client.pipeline(transaction=False)
+    saves: list[Save] = []
     for written, number in enumerate(order, 1):
         key = f"{rng.getrandbits(128):032x}"
         user_id = None if rng.random() < ANONYMOUS_SHARE else rng.randrange(1, 100_000)
@@ -567,15 +567,21 @@ def _write_redis_sessions(sessions: int, hashes: str) -> tuple[list[str], list[s
             expiry = now_ms + rng.randrange(86_400_000, int(AGE.total_seconds()) * 1000)
             saved, ttl = now_ms, (expiry - now_ms) // 1000
         names[number % 2].append(keyspace.session(public_id(key)))
-        uid = "" if user_id is None else str(user_id)
-        engine.SAVE_SCRIPT(
-            pipe, keyspace.base, "create", public_id(key), saved, ttl, expiry,
-            uid, engine.user_digest(uid) if uid else "", encoded[user_id], key, "1",
-            "10.0.0.1", USER_AGENTS[number % len(USER_AGENTS)], "",
-        )  # fmt: skip
-        if len(pipe) == 1000 or written == sessions:
-            pipe.execute()
-            pipe = client.pipeline(transaction=False)
+        saves.append(
+            Save(
+                pid=public_id(key),
+                session_key=key,
+                data=encoded[user_id],
+                now=saved,
+                ttl=ttl,
+                expiry=expiry,
+                user_id=None if user_id is None else str(user_id),
+                metadata=("10.0.0.1", USER_AGENTS[number % len(USER_AGENTS)]),
+            )
+        )
+        if len(saves) == 1000 or written == sessions:
+            keyspace.create_many(saves)
+            saves = []
             if written % 200_000 == 0:
                 progress(f"  {written:,} Redis sessions written")
     live, expired = names
@@ -676,7 +682,8 @@ def _command_name(entry: dict[str, Any]) -> str:
     if isinstance(command, bytes):
         command = command.decode(errors="replace")
     words = str(command).split(" ", 2)
-    scripts = {engine.PRUNE_SCRIPT.sha: "PRUNE", engine.SWEEP_SCRIPT.sha: "SWEEP"}
+    keyspace = engine.Keyspace("sessions")
+    scripts = {script.sha: name.upper() for name, script in keyspace.scripts.items()}
     if words[0].upper() == "EVALSHA" and len(words) > 1 and words[1] in scripts:
         return f"EVALSHA {scripts[words[1]]}"
     return words[0]

@@ -27,6 +27,10 @@ expected = [
     "locale/fr/LC_MESSAGES/django.mo",
     "migrations/__init__.py",
 ]
+# The redis engine's scripts are package resources, read when it is imported.
+lua = ["lib", "save", "delete", "touch", "prune", "sweep", "user", "count", "estimate",
+       "page", "chunk", "idle", "delete_idle"]
+expected += [f"backends/redis/lua/{name}.lua" for name in lua]
 missing = [name for name in expected if not (root / name).is_file()]
 assert not missing, f"missing from the wheel: {missing}"
 import django
