@@ -424,18 +424,6 @@ def test_touch_activity_writes_only_the_activity(store, keyspace, redis):
     assert store(key).load() == {SESSION_KEY: "1", "_session_expiry": 600}
 
 
-@pytest.mark.asyncio
-async def test_atouch_activity_writes_only_the_activity(store, keyspace, redis):
-    key = save(store, {"k": "v"})
-    before = stored_hash(redis, keyspace, key)
-    session = store(key)
-    await session.aload()
-
-    await session.atouch_activity(NOW)
-
-    assert stored_hash(redis, keyspace, key) == {**before, "a": str(backend.to_ms(NOW))}
-
-
 def test_touch_activity_does_not_revive_a_deleted_session(store, keyspace, redis):
     key = save(store, {"k": "v"})
     session = store(key)

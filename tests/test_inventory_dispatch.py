@@ -275,3 +275,21 @@ def test_every_engine_matches_nothing_for_no_users(any_inventory, django_user_mo
     assert any_inventory.page(users=()) == []
     assert any_inventory.count(users=[str(user.pk)]).value == 1
     assert any_inventory.page(limit=0) == []
+
+
+def test_every_engine_names_the_same_busiest_user(any_inventory, django_user_model):
+    # Two users with as many sessions: the smallest id, compared as a number (2 before 10).
+    users = [django_user_model.objects.create_user(f"u{n}", id=n) for n in (2, 10)]
+    engine = __import__(any_inventory.engine, fromlist=["SessionStore"])
+    for user in users:
+        for _ in range(2):
+            store = engine.SessionStore()
+            store[SESSION_KEY] = str(user.pk)
+            store.save()
+
+    busiest = any_inventory.stats().busiest_user
+
+    if any_inventory.engine == "django.contrib.sessions.backends.cache":
+        assert busiest is None  # counting only: it would have to decode every session
+    else:
+        assert busiest == ("2", 2)

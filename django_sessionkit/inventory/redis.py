@@ -44,6 +44,7 @@ from django_sessionkit.inventory.base import (
     Stats,
     Status,
     batched,
+    busiest,
 )
 from django_sessionkit.inventory.cache import PUBLIC_ID, SCAN_COUNT, django_redis_cache, sort_key
 
@@ -353,7 +354,9 @@ class RedisInventory(SessionInventory):
         )
 
     def _busiest_user(self, now_ms: int) -> tuple[str, int] | None:
-        best: tuple[int, str] | None = None  # (-sessions, user id): the smallest is the best
+        # The sessions of one user all sit in one chunk of the user index: the
+        # best of each round trip's chunks is a candidate for the best overall.
+        leaders: dict[str, int] = {}
         for sessions in self.keyspace.indexes.user_index_sessions(CHUNKS_PER_ROUND_TRIP):
             live: Counter[str] = Counter()
             for stored in sessions:
@@ -365,7 +368,7 @@ class RedisInventory(SessionInventory):
                     self.skip_unreadable(stored.pid, f"expiry {stored.expiry!r}")
                 elif stored.user_id is not None and expiry_ms is not None and expiry_ms > now_ms:
                     live[str(text(stored.user_id))] += 1
-            for user_id, count in live.items():
-                if best is None or (-count, user_id) < best:
-                    best = (-count, user_id)
-        return None if best is None else (best[1], -best[0])
+            leader = busiest(live)
+            if leader is not None:
+                leaders[leader[0]] = leader[1]
+        return busiest(leaders)

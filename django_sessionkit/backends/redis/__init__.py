@@ -304,9 +304,6 @@ class SessionStore(SessionKitStore, SessionBase):
             return
         self.loaded_activity = now
 
-    async def atouch_activity(self, now: datetime) -> None:
-        await sync_to_async(self.touch_activity, thread_sensitive=False)(now)
-
 
 def _ms(moment: datetime | None) -> int | None:
     return None if moment is None else to_ms(moment)
