@@ -72,32 +72,32 @@ def check_settings(
     from django_sessionkit.conf import conf, is_whole_number
 
     errors: list[CheckMessage] = []
-    if conf.STORE_IP not in STORE_IP_CHOICES:
+    if conf.SESSIONKIT_STORE_IP not in STORE_IP_CHOICES:
         errors.append(
             Error(
-                f"SESSIONKIT_STORE_IP is {conf.STORE_IP!r}.",
+                f"SESSIONKIT_STORE_IP is {conf.SESSIONKIT_STORE_IP!r}.",
                 hint=f"Use one of {', '.join(repr(c) for c in STORE_IP_CHOICES)}.",
                 id="sessionkit.E001",
             )
         )
-    for name in ("ACTIVITY_INTERVAL", "TRUSTED_PROXY_COUNT"):
+    for name in ("SESSIONKIT_ACTIVITY_INTERVAL", "SESSIONKIT_TRUSTED_PROXY_COUNT"):
         value = getattr(conf, name)
         if not is_whole_number(value):
             errors.append(
                 Error(
-                    f"SESSIONKIT_{name} must be a whole number of zero or more, not {value!r}.",
+                    f"{name} must be a whole number of zero or more, not {value!r}.",
                     id="sessionkit.E002",
                 )
             )
-    if not isinstance(conf.STORE_USER_AGENT, bool):
+    if not isinstance(conf.SESSIONKIT_STORE_USER_AGENT, bool):
         errors.append(
             Error(
                 f"SESSIONKIT_STORE_USER_AGENT must be True or False, not "
-                f"{conf.STORE_USER_AGENT!r}.",
+                f"{conf.SESSIONKIT_STORE_USER_AGENT!r}.",
                 id="sessionkit.E003",
             )
         )
-    redact = conf.REDACT
+    redact = conf.SESSIONKIT_REDACT
     if not isinstance(redact, (list, tuple)) or not all(isinstance(p, str) for p in redact):
         errors.append(
             Error(
@@ -109,10 +109,11 @@ def check_settings(
                 id="sessionkit.E004",
             )
         )
-    if not isinstance(conf.REDIS_PREFIX, str) or not conf.REDIS_PREFIX:
+    if not isinstance(conf.SESSIONKIT_REDIS_PREFIX, str) or not conf.SESSIONKIT_REDIS_PREFIX:
         errors.append(
             Error(
-                f"SESSIONKIT_REDIS_PREFIX must be a non-empty string, not {conf.REDIS_PREFIX!r}.",
+                f"SESSIONKIT_REDIS_PREFIX must be a non-empty string, not "
+                f"{conf.SESSIONKIT_REDIS_PREFIX!r}.",
                 id="sessionkit.E005",
             )
         )

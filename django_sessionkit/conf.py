@@ -47,7 +47,11 @@ def is_whole_number(value: object) -> bool:
 
 
 class Settings:
-    """Lazy access to the ``SESSIONKIT_*`` settings, as given."""
+    """Lazy access to the ``SESSIONKIT_*`` settings, as given, under their own names.
+
+    ``conf.SESSIONKIT_ACTIVITY_INTERVAL`` is ``settings.SESSIONKIT_ACTIVITY_INTERVAL``
+    or its default, so that a search for a setting's name finds where it is used.
+    """
 
     _cache: dict[str, Any]
 
@@ -58,7 +62,7 @@ class Settings:
         try:
             return self._cache[name]
         except KeyError:
-            value = self._cache[name] = getattr(settings, f"SESSIONKIT_{name}", default)
+            value = self._cache[name] = getattr(settings, name, default)
             return value
 
     def clear(self) -> None:
@@ -66,34 +70,34 @@ class Settings:
         self._cache.clear()
 
     @property
-    def ACTIVITY_INTERVAL(self) -> int:
+    def SESSIONKIT_ACTIVITY_INTERVAL(self) -> int:
         """Seconds between two writes of a session's ``last_activity``."""
-        return self._get("ACTIVITY_INTERVAL", DEFAULT_ACTIVITY_INTERVAL)
+        return self._get("SESSIONKIT_ACTIVITY_INTERVAL", DEFAULT_ACTIVITY_INTERVAL)
 
     @property
-    def TRUSTED_PROXY_COUNT(self) -> int:
+    def SESSIONKIT_TRUSTED_PROXY_COUNT(self) -> int:
         """How many reverse proxies in front of the site append to X-Forwarded-For."""
-        return self._get("TRUSTED_PROXY_COUNT", 0)
+        return self._get("SESSIONKIT_TRUSTED_PROXY_COUNT", 0)
 
     @property
-    def STORE_IP(self) -> str:
+    def SESSIONKIT_STORE_IP(self) -> str:
         """``"full"``, ``"truncated"`` (/24 and /48) or ``"none"``."""
-        return self._get("STORE_IP", "full")
+        return self._get("SESSIONKIT_STORE_IP", "full")
 
     @property
-    def STORE_USER_AGENT(self) -> bool:
+    def SESSIONKIT_STORE_USER_AGENT(self) -> bool:
         """Whether to record the browser's user agent."""
-        return self._get("STORE_USER_AGENT", True)
+        return self._get("SESSIONKIT_STORE_USER_AGENT", True)
 
     @property
-    def REDIS_PREFIX(self) -> str:
+    def SESSIONKIT_REDIS_PREFIX(self) -> str:
         """Prefix of every key the redis engine writes (inside the cache's own prefix)."""
-        return self._get("REDIS_PREFIX", "sessionkit")
+        return self._get("SESSIONKIT_REDIS_PREFIX", "sessionkit")
 
     @property
-    def REDACT(self) -> Sequence[str]:
+    def SESSIONKIT_REDACT(self) -> Sequence[str]:
         """Session keys whose values are never shown (case-insensitive substrings)."""
-        return self._get("REDACT", DEFAULT_REDACT)
+        return self._get("SESSIONKIT_REDACT", DEFAULT_REDACT)
 
 
 conf = Settings()

@@ -31,7 +31,7 @@ def client_ip(request: HttpRequest) -> str | None:
     ignored. With no trusted proxy the header is ignored altogether.
     """
     address = request.META.get("REMOTE_ADDR")
-    proxies = conf.TRUSTED_PROXY_COUNT
+    proxies = conf.SESSIONKIT_TRUSTED_PROXY_COUNT
     # A count of the wrong type trusts no proxy: better the proxy's address
     # than one a client chose.
     if is_whole_number(proxies) and proxies > 0:
@@ -72,7 +72,7 @@ def stored_ip(address: str | None) -> str | None:
     check ``sessionkit.E001`` reports it): a misspelt privacy setting must not
     store more than was asked.
     """
-    mode = conf.STORE_IP
+    mode = conf.SESSIONKIT_STORE_IP
     if address is None or mode not in ("full", "truncated"):
         return None
     if mode == "truncated":
@@ -85,7 +85,9 @@ def stored_ip(address: str | None) -> str | None:
 def request_metadata(request: HttpRequest) -> RequestMetadata:
     """Return what the settings allow us to record about *request*."""
     # Only True stores it: "no" or 0 may well mean no.
-    user_agent = request.META.get("HTTP_USER_AGENT", "") if conf.STORE_USER_AGENT is True else ""
+    user_agent = (
+        request.META.get("HTTP_USER_AGENT", "") if conf.SESSIONKIT_STORE_USER_AGENT is True else ""
+    )
     return RequestMetadata(ip=stored_ip(client_ip(request)), user_agent=user_agent)
 
 

@@ -71,7 +71,7 @@ def redact(data: Any, patterns: Iterable[str] | None = None) -> Any:
     lists, a message stays a message, other values are kept as they are
     (:func:`to_json` shows them with ``str``).
     """
-    valid = _patterns(conf.REDACT if patterns is None else patterns)
+    valid = _patterns(conf.SESSIONKIT_REDACT if patterns is None else patterns)
     if valid is None:
         logger.warning("The redaction patterns are not strings; every value is hidden.")
         return {str(key): MASK for key in data} if isinstance(data, Mapping) else MASK
@@ -80,7 +80,7 @@ def redact(data: Any, patterns: Iterable[str] | None = None) -> Any:
 
 def to_json(data: Any, patterns: Iterable[str] | None = None) -> str:
     """Return *data*, redacted, as indented JSON; values JSON cannot hold are shown with ``str``."""
-    valid = _patterns(conf.REDACT if patterns is None else patterns) or ()
+    valid = _patterns(conf.SESSIONKIT_REDACT if patterns is None else patterns) or ()
     return json.dumps(
         redact(data, patterns),
         indent=2,

@@ -19,12 +19,12 @@ from tests.session_behaviour import NOW
 @pytest.mark.parametrize(
     ("name", "default"),
     [
-        ("ACTIVITY_INTERVAL", 60),
-        ("TRUSTED_PROXY_COUNT", 0),
-        ("STORE_IP", "full"),
-        ("STORE_USER_AGENT", True),
-        ("REDIS_PREFIX", "sessionkit"),
-        ("REDACT", DEFAULT_REDACT),
+        ("SESSIONKIT_ACTIVITY_INTERVAL", 60),
+        ("SESSIONKIT_TRUSTED_PROXY_COUNT", 0),
+        ("SESSIONKIT_STORE_IP", "full"),
+        ("SESSIONKIT_STORE_USER_AGENT", True),
+        ("SESSIONKIT_REDIS_PREFIX", "sessionkit"),
+        ("SESSIONKIT_REDACT", DEFAULT_REDACT),
     ],
 )
 def test_defaults(name, default):
@@ -36,9 +36,9 @@ def test_settings_are_read_lazily(settings):
     settings.SESSIONKIT_STORE_IP = "truncated"
     settings.SESSIONKIT_REDACT = ["pin"]
 
-    assert conf.ACTIVITY_INTERVAL == 5
-    assert conf.STORE_IP == "truncated"
-    assert conf.REDACT == ["pin"]
+    assert conf.SESSIONKIT_ACTIVITY_INTERVAL == 5
+    assert conf.SESSIONKIT_STORE_IP == "truncated"
+    assert conf.SESSIONKIT_REDACT == ["pin"]
 
 
 def test_default_redaction_still_covers_the_former_defaults():
@@ -49,16 +49,16 @@ def test_default_redaction_still_covers_the_former_defaults():
 
 
 def test_a_changed_setting_is_read_again(settings):
-    assert conf.ACTIVITY_INTERVAL == 60  # read, and kept
+    assert conf.SESSIONKIT_ACTIVITY_INTERVAL == 60  # read, and kept
 
     settings.SESSIONKIT_ACTIVITY_INTERVAL = 7
 
-    assert conf.ACTIVITY_INTERVAL == 7
+    assert conf.SESSIONKIT_ACTIVITY_INTERVAL == 7
 
 
 def test_values_are_kept_between_reads(settings, monkeypatch):
     settings.SESSIONKIT_STORE_IP = "none"
-    assert conf.STORE_IP == "none"
+    assert conf.SESSIONKIT_STORE_IP == "none"
     reads = []
     monkeypatch.setattr(
         "django_sessionkit.conf.getattr",
@@ -66,24 +66,24 @@ def test_values_are_kept_between_reads(settings, monkeypatch):
         raising=False,
     )
 
-    assert conf.STORE_IP == "none"
+    assert conf.SESSIONKIT_STORE_IP == "none"
     assert reads == []
 
 
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("ACTIVITY_INTERVAL", "60"),
-        ("TRUSTED_PROXY_COUNT", True),
-        ("STORE_IP", None),
-        ("STORE_USER_AGENT", "no"),
-        ("REDIS_PREFIX", 5),
-        ("REDACT", "password"),
+        ("SESSIONKIT_ACTIVITY_INTERVAL", "60"),
+        ("SESSIONKIT_TRUSTED_PROXY_COUNT", True),
+        ("SESSIONKIT_STORE_IP", None),
+        ("SESSIONKIT_STORE_USER_AGENT", "no"),
+        ("SESSIONKIT_REDIS_PREFIX", 5),
+        ("SESSIONKIT_REDACT", "password"),
     ],
 )
 def test_values_are_returned_as_given(settings, name, value):
     """The checks see what was written, and nothing is converted behind a reader's back."""
-    setattr(settings, f"SESSIONKIT_{name}", value)
+    setattr(settings, name, value)
 
     assert getattr(conf, name) == value
     assert type(getattr(conf, name)) is type(value)

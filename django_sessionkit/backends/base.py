@@ -188,7 +188,7 @@ class SessionKitStore:
         """Whether this request should write ``last_activity``."""
         if self.loaded_activity is None or self.will_save():
             return False
-        interval = conf.ACTIVITY_INTERVAL
+        interval = conf.SESSIONKIT_ACTIVITY_INTERVAL
         if not is_whole_number(interval):  # sessionkit.E002; it must not break a request
             interval = DEFAULT_ACTIVITY_INTERVAL
         return now - self.loaded_activity >= timedelta(seconds=interval)

@@ -85,7 +85,7 @@ ENTRY_FIELDS = frozenset((FORMAT_KEY, "data", "last_activity", "metadata"))
 
 def tombstone_timeout() -> int:
     """Return how long a tombstone and its marker stay in the cache, in seconds."""
-    return max(conf.ACTIVITY_INTERVAL, TOMBSTONE_MIN_TIMEOUT)
+    return max(conf.SESSIONKIT_ACTIVITY_INTERVAL, TOMBSTONE_MIN_TIMEOUT)
 
 
 class CacheEntry(NamedTuple):

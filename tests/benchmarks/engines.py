@@ -591,7 +591,7 @@ def activity_writes(site: Site, requests: int) -> tuple[Traffic, int]:
                 site.request(environs[number % len(environs)])
     traffic.requests = requests
     simulated = requests * ACTIVITY_STEP
-    return traffic, ACTIVITY_SESSIONS * (simulated // conf.ACTIVITY_INTERVAL + 1)
+    return traffic, ACTIVITY_SESSIONS * (simulated // conf.SESSIONKIT_ACTIVITY_INTERVAL + 1)
 
 
 def bench_requests(env: common.BenchEnv, args: argparse.Namespace) -> Report:

@@ -66,14 +66,14 @@ class Keyspace:
     def __init__(self, alias: str, cache: Any = None) -> None:
         self.alias = alias
         self.cache: Any = caches[alias] if cache is None else cache
-        self.base = str(self.cache.make_key(conf.REDIS_PREFIX))
+        self.base = str(self.cache.make_key(conf.SESSIONKIT_REDIS_PREFIX))
         self._scripts: dict[str, Script] | None = None
 
     @classmethod
     def of(cls, alias: str) -> Keyspace:
         """Return the keyspace of the cache *alias*, made once per cache object."""
         cache = caches[alias]
-        prefix = conf.REDIS_PREFIX
+        prefix = conf.SESSIONKIT_REDIS_PREFIX
         known = _keyspaces.setdefault(cache, {})
         keyspace = known.get(prefix)
         if keyspace is None:

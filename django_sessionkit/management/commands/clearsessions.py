@@ -157,7 +157,7 @@ def inactive_delta(text: str) -> timedelta:
             )
             % {"value": repr(text)}
         )
-    interval = conf.ACTIVITY_INTERVAL
+    interval = conf.SESSIONKIT_ACTIVITY_INTERVAL
     if delta <= timedelta(seconds=interval):
         raise CommandError(
             _(
