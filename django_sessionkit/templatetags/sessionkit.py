@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import template
-from django.contrib.sessions.backends.base import SessionBase
 from django.http import HttpRequest
 from django.template.base import Parser, Token, render_value_in_context
 from django.template.context import Context
@@ -26,6 +25,9 @@ from django_sessionkit.inventory import InventoryUnavailable, get_inventory
 from django_sessionkit.useragent import Device, describe
 
 logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from django.contrib.sessions.backends.base import SessionBase
 
 register = template.Library()
 
