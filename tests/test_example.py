@@ -38,8 +38,10 @@ STOCK_ENGINE = "django.contrib.sessions.backends.db"
 
 @pytest.fixture(autouse=True)
 def example_config(settings):
-    """Run the demos as the example project configures them: engine, middleware, templates..."""
+    """Run the demos as the example project configures them: apps, URLs, engine, middleware..."""
     for name in [
+        "INSTALLED_APPS",
+        "ROOT_URLCONF",
         "SESSION_ENGINE",
         "SESSION_COOKIE_AGE",
         "MIDDLEWARE",
