@@ -14,7 +14,7 @@ help:
 	@echo "make test     set up and run the whole test suite"
 	@echo "make browser  run the browser tests (Playwright on the system Chromium)"
 	@echo "make docs     build the documentation into $(DOCS_OUT)"
-	@echo "make lint     ruff check and ruff format --check"
+	@echo "make lint     every pre-commit hook over the whole repository (ruff, django-upgrade, pyproject-fmt, mypy)"
 	@echo "make coverage run the tests on SQLite and PostgreSQL under coverage; fail below the floor"
 	@echo "make tox      run every tox environment (Pythons 3.10-3.13, PostgreSQL, coverage, lint, types, docs, packaging)"
 	@echo "make clean    remove the virtualenv, tox's environments, build output and the SQLite databases"
@@ -60,8 +60,7 @@ tox: install
 	$(BIN)/tox run-parallel --parallel auto --parallel-no-spinner
 
 lint: install
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/pre-commit run --all-files
 
 clean:
 	rm -rf $(VENV) .tox build dist docs/_build tests/test.sqlite3 example_project/db.sqlite3
