@@ -17,7 +17,7 @@ help:
 	@echo "make lint     every pre-commit hook over the whole repository (ruff, django-upgrade, pyproject-fmt, mypy)"
 	@echo "make coverage run the tests on SQLite and PostgreSQL under coverage; fail below the floor"
 	@echo "make tox      run every tox environment (Pythons 3.10-3.13, PostgreSQL, coverage, lint, types, docs, packaging)"
-	@echo "make clean    remove the virtualenv, tox's environments, build output and the SQLite databases"
+	@echo "make clean    remove the virtualenv, tox's environments, build and coverage output, the SQLite databases"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,4 +63,4 @@ lint: install
 	$(BIN)/pre-commit run --all-files
 
 clean:
-	rm -rf $(VENV) .tox build dist docs/_build tests/test.sqlite3 example_project/db.sqlite3
+	rm -rf $(VENV) .tox build dist docs/_build htmlcov tests/test.sqlite3 example_project/db.sqlite3
