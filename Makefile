@@ -7,16 +7,17 @@ BIN := $(VENV)/bin
 MANAGE := cd example_project && ../$(BIN)/python manage.py
 DOCS_OUT := docs/_build/html
 
-.PHONY: help install run test browser tox lint docs clean
+.PHONY: help install run test browser coverage tox lint docs clean
 
 help:
 	@echo "make run      set up and start the example project at http://127.0.0.1:$(PORT)/ (PORT=8001 for another port)"
 	@echo "make test     set up and run the whole test suite"
 	@echo "make browser  run the browser tests (Playwright on the system Chromium)"
 	@echo "make docs     build the documentation into $(DOCS_OUT)"
-	@echo "make lint     ruff check and ruff format --check"
-	@echo "make tox      run every tox environment (Pythons 3.10-3.13, PostgreSQL, lint, types, docs, packaging)"
-	@echo "make clean    remove the virtualenv, tox's environments, build output and the SQLite databases"
+	@echo "make lint     every pre-commit hook over the whole repository (ruff, django-upgrade, pyproject-fmt, mypy)"
+	@echo "make coverage run the tests on SQLite and PostgreSQL under coverage; fail below the floor"
+	@echo "make tox      run every tox environment (Pythons 3.10-3.13, PostgreSQL, coverage, lint, types, docs, packaging)"
+	@echo "make clean    remove the virtualenv, tox's environments, build and coverage output, the SQLite databases"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,12 +52,15 @@ docs: $(VENV)/.docs-installed
 	$(BIN)/python -m sphinx -W --keep-going -n -b html docs $(DOCS_OUT)
 	@echo "Open $(DOCS_OUT)/index.html"
 
+# The tox environments that CI combines into one coverage figure.
+coverage: install
+	$(BIN)/tox run -e py313-django61,postgres,coverage
+
 tox: install
 	$(BIN)/tox run-parallel --parallel auto --parallel-no-spinner
 
 lint: install
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/pre-commit run --all-files
 
 clean:
-	rm -rf $(VENV) .tox build dist docs/_build tests/test.sqlite3 example_project/db.sqlite3
+	rm -rf $(VENV) .tox build dist docs/_build htmlcov tests/test.sqlite3 example_project/db.sqlite3

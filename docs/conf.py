@@ -6,16 +6,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# Import the package from this checkout even when it is not installed.
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Sphinx depends on tomli before Python 3.11
+    import tomli as tomllib
 
-import django_sessionkit  # noqa: E402
+# The version is written once, in pyproject.toml: read it from there, so that the
+# docs build without importing, or even installing, the package.
+PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
+with PYPROJECT.open("rb") as file:
+    version = tomllib.load(file)["project"]["version"]
 
 project = "django-sessionkit"
 author = "django-sessionkit contributors"
 copyright = "django-sessionkit contributors"
-version = django_sessionkit.__version__
 release = version
 
 extensions = [

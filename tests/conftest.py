@@ -41,3 +41,22 @@ def _close_async_connections() -> Iterator[None]:
     """
     yield
     SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_async_memory_database() -> Iterator[None]:
+    """At the end of the run, close asgiref's worker thread's handle on an in-memory database.
+
+    Django ignores ``close()`` on an in-memory SQLite database, since closing it
+    drops it, so the handle would be left to the garbage collector at exit, which
+    Python 3.13 reports with a ResourceWarning.
+    """
+    yield
+
+    def close() -> None:
+        for connection in connections.all(initialized_only=True):
+            if connection.vendor == "sqlite" and connection.connection is not None:
+                connection.connection.close()
+                connection.connection = None
+
+    SyncToAsync.single_thread_executor.submit(close).result()

@@ -138,7 +138,7 @@ def engine(request, settings):
     return request.param
 
 
-@pytest.mark.urls("example.urls")
+@pytest.mark.urls("tests.urls")
 def test_anonymous_visitors_redirected_to_log_in_create_no_session(engine):
     for number in range(100):
         client = Client()  # a bot: a new visitor each time, keeping no cookie

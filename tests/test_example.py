@@ -38,8 +38,10 @@ STOCK_ENGINE = "django.contrib.sessions.backends.db"
 
 @pytest.fixture(autouse=True)
 def example_config(settings):
-    """Run the demos as the example project configures them: engine, middleware, templates..."""
+    """Run the demos as the example project configures them: apps, URLs, engine, middleware..."""
     for name in [
+        "INSTALLED_APPS",
+        "ROOT_URLCONF",
         "SESSION_ENGINE",
         "SESSION_COOKIE_AGE",
         "MIDDLEWARE",
@@ -590,7 +592,7 @@ def test_cookie_test_view_answers_json(client):
 
 def auth_login(user_agent: str) -> Client:
     """Log in as the demo superuser through /accounts/login/, as a browser would."""
-    browser = Client(HTTP_USER_AGENT=user_agent)
+    browser = Client(headers={"user-agent": user_agent})
     response = browser.post("/accounts/login/", {"username": "admin", "password": "admin"})
     assert response.status_code == 302
     return browser

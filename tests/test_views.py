@@ -58,7 +58,7 @@ def bob(db):
 
 def logged_in(user, password, user_agent=UA_FIREFOX):
     """Log in through the login page, as a browser with *user_agent* would."""
-    client = Client(HTTP_USER_AGENT=user_agent)
+    client = Client(headers={"user-agent": user_agent})
     response = client.post("/accounts/login/", {"username": user.username, "password": password})
     assert response.status_code == 302, "login failed"
     return client
