@@ -35,7 +35,7 @@ def client_ip(request: HttpRequest) -> str | None:
     # A count of the wrong type trusts no proxy: better the proxy's address
     # than one a client chose.
     if is_whole_number(proxies) and proxies > 0:
-        header = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        header = request.headers.get("x-forwarded-for", "")
         forwarded = [part.strip() for part in header.split(",") if part.strip()]
         if len(forwarded) >= proxies:
             address = forwarded[-proxies]
@@ -86,7 +86,7 @@ def request_metadata(request: HttpRequest) -> RequestMetadata:
     """Return what the settings allow us to record about *request*."""
     # Only True stores it: "no" or 0 may well mean no.
     user_agent = (
-        request.META.get("HTTP_USER_AGENT", "") if conf.SESSIONKIT_STORE_USER_AGENT is True else ""
+        request.headers.get("user-agent", "") if conf.SESSIONKIT_STORE_USER_AGENT is True else ""
     )
     return RequestMetadata(ip=stored_ip(client_ip(request)), user_agent=user_agent)
 

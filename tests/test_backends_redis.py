@@ -653,7 +653,6 @@ def test_django_redis_sharded_client_is_refused_with_the_reason(settings, redis_
 
 
 @pytest.mark.django_db
-@pytest.mark.urls("example.urls")
 def test_logging_in_on_a_cache_that_is_not_django_redis_answers_503_not_500(settings):
     settings.SESSION_ENGINE = ENGINE
     settings.SESSION_CACHE_ALIAS = "default"  # locmem: the system check says so at start-up
@@ -813,7 +812,7 @@ def test_read_only_requests_write_activity_once_per_interval(store, keyspace, re
     use_sessionkit_middleware(settings)
     with time_machine.travel(NOW, tick=False) as clock:
         key = save(store, {SESSION_KEY: "1"})
-        client = Client(HTTP_USER_AGENT=UA)
+        client = Client(headers={"user-agent": UA})
         client.cookies[settings.SESSION_COOKIE_NAME] = key
         before = stored_hash(redis, keyspace, key)
 

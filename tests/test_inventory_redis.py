@@ -716,7 +716,6 @@ def test_clear_inactive_and_revoking_get_past_a_corrupt_session(inventory, corru
 
 
 @pytest.mark.django_db
-@pytest.mark.urls("example.urls")
 @pytest.mark.parametrize("corrupt", CORRUPTIONS, indirect=True)
 def test_admin_and_your_sessions_pages_get_past_a_corrupt_session(corrupt, settings):
     from django.contrib.auth.models import User

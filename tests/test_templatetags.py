@@ -148,7 +148,7 @@ def test_device_names_are_escaped():
 
 
 def log_in(user, user_agent=""):
-    client = Client(HTTP_USER_AGENT=user_agent)
+    client = Client(headers={"user-agent": user_agent})
     client.force_login(user)
     return client.cookies[settings.SESSION_COOKIE_NAME].value
 

@@ -47,6 +47,8 @@ EXAMPLE_SETTINGS = {
         "LOGIN_URL",
         "LOGIN_REDIRECT_URL",
         "LOGOUT_REDIRECT_URL",
+        "INSTALLED_APPS",
+        "ROOT_URLCONF",
     ]
 }
 
