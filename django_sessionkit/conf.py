@@ -13,7 +13,6 @@ at run time (see the settings page of the docs).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
@@ -70,37 +69,47 @@ class Settings:
         self._cache.clear()
 
     @property
-    def SESSIONKIT_ACTIVITY_INTERVAL(self) -> int:
+    def SESSIONKIT_ACTIVITY_INTERVAL(self) -> Any:
         """Seconds between two writes of a session's ``last_activity``."""
         return self._get("SESSIONKIT_ACTIVITY_INTERVAL", DEFAULT_ACTIVITY_INTERVAL)
 
     @property
-    def SESSIONKIT_TRUSTED_PROXY_COUNT(self) -> int:
+    def SESSIONKIT_TRUSTED_PROXY_COUNT(self) -> Any:
         """How many reverse proxies in front of the site append to X-Forwarded-For."""
         return self._get("SESSIONKIT_TRUSTED_PROXY_COUNT", 0)
 
     @property
-    def SESSIONKIT_STORE_IP(self) -> str:
+    def SESSIONKIT_STORE_IP(self) -> Any:
         """``"full"``, ``"truncated"`` (/24 and /48) or ``"none"``."""
         return self._get("SESSIONKIT_STORE_IP", "full")
 
     @property
-    def SESSIONKIT_STORE_USER_AGENT(self) -> bool:
+    def SESSIONKIT_STORE_USER_AGENT(self) -> Any:
         """Whether to record the browser's user agent."""
         return self._get("SESSIONKIT_STORE_USER_AGENT", True)
 
     @property
-    def SESSIONKIT_REDIS_PREFIX(self) -> str:
+    def SESSIONKIT_REDIS_PREFIX(self) -> Any:
         """Prefix of every key the redis engine writes (inside the cache's own prefix)."""
         return self._get("SESSIONKIT_REDIS_PREFIX", "sessionkit")
 
     @property
-    def SESSIONKIT_REDACT(self) -> Sequence[str]:
+    def SESSIONKIT_REDACT(self) -> Any:
         """Session keys whose values are never shown (case-insensitive substrings)."""
         return self._get("SESSIONKIT_REDACT", DEFAULT_REDACT)
 
 
 conf = Settings()
+
+
+def activity_interval() -> int:
+    """Return ``SESSIONKIT_ACTIVITY_INTERVAL`` in seconds: its default when it is no whole number.
+
+    System check ``sessionkit.E002`` reports a value of the wrong type; until it
+    is fixed, a request or a command must not fail on it.
+    """
+    interval = conf.SESSIONKIT_ACTIVITY_INTERVAL
+    return interval if is_whole_number(interval) else DEFAULT_ACTIVITY_INTERVAL
 
 
 def _forget_changed_setting(*, setting: str, **kwargs: Any) -> None:

@@ -164,3 +164,14 @@ def test_a_redaction_pattern_given_as_a_string_is_not_split_into_letters(setting
     settings.SESSIONKIT_REDACT = "iban"
 
     assert redact({"iban": "DE00", "name": "Ada"}) == {"iban": MASK, "name": "Ada"}
+
+
+@pytest.mark.parametrize("value", ["60", True, -5, 1.5, None])
+def test_an_activity_interval_of_the_wrong_type_reads_as_the_default_everywhere(settings, value):
+    from django_sessionkit.backends.cached_db import TOMBSTONE_MIN_TIMEOUT, tombstone_timeout
+    from django_sessionkit.conf import DEFAULT_ACTIVITY_INTERVAL, activity_interval
+
+    settings.SESSIONKIT_ACTIVITY_INTERVAL = value
+
+    assert activity_interval() == DEFAULT_ACTIVITY_INTERVAL
+    assert tombstone_timeout() == max(DEFAULT_ACTIVITY_INTERVAL, TOMBSTONE_MIN_TIMEOUT)

@@ -16,7 +16,7 @@ from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS
 from django.utils import timezone
 
-from django_sessionkit.conf import DEFAULT_ACTIVITY_INTERVAL, conf, is_whole_number
+from django_sessionkit.conf import activity_interval
 
 logger = logging.getLogger(__name__)
 
@@ -188,10 +188,7 @@ class SessionKitStore:
         """Whether this request should write ``last_activity``."""
         if self.loaded_activity is None or self.will_save():
             return False
-        interval = conf.SESSIONKIT_ACTIVITY_INTERVAL
-        if not is_whole_number(interval):  # sessionkit.E002; it must not break a request
-            interval = DEFAULT_ACTIVITY_INTERVAL
-        return now - self.loaded_activity >= timedelta(seconds=interval)
+        return now - self.loaded_activity >= timedelta(seconds=activity_interval())
 
     async def adelete_test_cookie(self) -> None:
         # Django's async twin forgets to mark the session modified, so the

@@ -63,7 +63,7 @@ from django_sessionkit.backends.base import (
     warn_unreadable,
 )
 from django_sessionkit.backends.db import ModelMetadataMixin
-from django_sessionkit.conf import conf
+from django_sessionkit.conf import activity_interval
 from django_sessionkit.public_id import public_id
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ ENTRY_FIELDS = frozenset((FORMAT_KEY, "data", "last_activity", "metadata"))
 
 def tombstone_timeout() -> int:
     """Return how long a tombstone and its marker stay in the cache, in seconds."""
-    return max(conf.SESSIONKIT_ACTIVITY_INTERVAL, TOMBSTONE_MIN_TIMEOUT)
+    return max(activity_interval(), TOMBSTONE_MIN_TIMEOUT)
 
 
 class CacheEntry(NamedTuple):

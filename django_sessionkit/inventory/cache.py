@@ -186,7 +186,7 @@ class StockCacheInventory(SessionInventory):
             for key in keys
             if fnmatch.fnmatchcase(key.decode(), pattern) and self._session_key(key)
         )
-        return round(size * hits / len(keys))
+        return round(int(size) * hits / len(keys))
 
     # -- SessionInventory -----------------------------------------------------
 

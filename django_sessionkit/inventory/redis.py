@@ -112,7 +112,9 @@ class RedisInventory(SessionInventory):
                 return {}
             if data is None:
                 return {}
-            return self.store_class().deserialize_data(data)  # type: ignore[attr-defined]
+            store: Any = self.store_class()
+            decoded: dict[str, Any] = store.deserialize_data(data)
+            return decoded
 
         return load
 

@@ -101,19 +101,23 @@ def copy_store_class(base: type[SessionBase]) -> type[SessionBase]:
 
         def get_expiry_date(self, **kwargs: Any) -> datetime:
             kwargs.setdefault("expiry", self.copied_expire_date)
-            return super().get_expiry_date(**kwargs)
+            value: datetime = super().get_expiry_date(**kwargs)
+            return value
 
         async def aget_expiry_date(self, **kwargs: Any) -> datetime:
             kwargs.setdefault("expiry", self.copied_expire_date)
-            return await super().aget_expiry_date(**kwargs)
+            value: datetime = await super().aget_expiry_date(**kwargs)
+            return value
 
         def get_expiry_age(self, **kwargs: Any) -> int:
             kwargs.setdefault("expiry", self.copied_expire_date)
-            return super().get_expiry_age(**kwargs)
+            value: int = super().get_expiry_age(**kwargs)
+            return value
 
         async def aget_expiry_age(self, **kwargs: Any) -> int:
             kwargs.setdefault("expiry", self.copied_expire_date)
-            return await super().aget_expiry_age(**kwargs)
+            value: int = await super().aget_expiry_age(**kwargs)
+            return value
 
     # SessionBase salts the encoded data with the class's qualified name: the
     # copy must sign exactly as the engine's own class, or it could not load it.

@@ -167,11 +167,11 @@ class Keyspace:
 
     def session_pattern(self) -> str:
         """Return the SCAN pattern of every session's hash."""
-        return glob_escape(self.session("")) + "*"
+        return str(glob_escape(self.session(""))) + "*"
 
     def index_pattern(self) -> str:
         """Return the SCAN pattern of every key of the indexes."""
-        return glob_escape(self.base) + f":[{EXPIRY_INDEX}{USER_INDEX}]:*"
+        return str(glob_escape(self.base)) + f":[{EXPIRY_INDEX}{USER_INDEX}]:*"
 
     # -- sessions ----------------------------------------------------------------
 

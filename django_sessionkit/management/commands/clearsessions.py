@@ -33,7 +33,7 @@ from django.utils.translation import gettext as _
 
 from django_sessionkit import cleanup
 from django_sessionkit.cleanup import BATCH_SECONDS, DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, MAX_SECONDS
-from django_sessionkit.conf import conf
+from django_sessionkit.conf import activity_interval
 from django_sessionkit.inventory import (
     InventoryUnavailable,
     SessionInventory,
@@ -157,7 +157,7 @@ def inactive_delta(text: str) -> timedelta:
             )
             % {"value": repr(text)}
         )
-    interval = conf.SESSIONKIT_ACTIVITY_INTERVAL
+    interval = activity_interval()
     if delta <= timedelta(seconds=interval):
         raise CommandError(
             _(
