@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import signal
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -9,7 +10,8 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import connections
 
-from tests.redis_server import RedisServer
+from tests.engines import use_sessionkit_middleware
+from tests.redis_server import RedisServer, private_server
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -60,3 +62,63 @@ def _close_async_memory_database() -> Iterator[None]:
                 connection.connection = None
 
     SyncToAsync.single_thread_executor.submit(close).result()
+
+
+@pytest.fixture
+def session_dir(settings: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Django's file engine keeps its sessions in a directory of this test's own."""
+    from django.contrib.sessions.backends.file import SessionStore as FileStore
+
+    settings.SESSION_FILE_PATH = str(tmp_path)
+    # The engine caches its directory on the class the first time it is used.
+    monkeypatch.setattr(FileStore, "_storage_path", str(tmp_path), raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def private_redis(settings: Any) -> Iterator[Callable[..., RedisServer]]:
+    """Return a function that starts a Redis server of the test's own behind a cache alias.
+
+    ``private_redis(alias, **options)`` starts the server, adds a django-redis
+    cache *alias* on it (with *options* as its ``OPTIONS``) and makes it
+    ``SESSION_CACHE_ALIAS``; the test may stop or pause the server. Every
+    server started is stopped (and resumed first, if paused) after the test.
+    """
+    started: list[RedisServer] = []
+
+    def start(alias: str, **options: Any) -> RedisServer:
+        server = private_server()
+        server.start()
+        started.append(server)
+        cache = {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": server.url}
+        settings.CACHES = {**settings.CACHES, alias: {**cache, "OPTIONS": options}}
+        settings.SESSION_CACHE_ALIAS = alias
+        return server
+
+    yield start
+    for server in started:
+        if server.process is not None:
+            server.process.send_signal(signal.SIGCONT)
+        server.stop()
+
+
+@pytest.fixture
+def use_engine(request: pytest.FixtureRequest, settings: Any) -> Callable[[str], str]:
+    """Return a function that puts the site on a session engine for the test.
+
+    It makes the engine ``SESSION_ENGINE`` behind ``SessionKitMiddleware``, on
+    the run's Redis cache (emptied) for the engines that use a cache, and a
+    directory of the test's own for Django's file engine.
+    """
+
+    def use(engine: str) -> str:
+        settings.SESSION_ENGINE = engine
+        settings.SESSION_CACHE_ALIAS = "redis"
+        use_sessionkit_middleware(settings)
+        if "cache" in engine or "redis" in engine:
+            request.getfixturevalue("redis_cache")
+        if engine.endswith(".file"):
+            request.getfixturevalue("session_dir")
+        return engine
+
+    return use

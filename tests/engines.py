@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import Any
+
+import pytest
 
 STOCK_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
 OUR_MIDDLEWARE = "django_sessionkit.middleware.SessionKitMiddleware"
@@ -13,3 +17,16 @@ def use_sessionkit_middleware(settings: Any) -> None:
     settings.MIDDLEWARE = [
         OUR_MIDDLEWARE if entry == STOCK_MIDDLEWARE else entry for entry in settings.MIDDLEWARE
     ]
+
+
+def register_engine(monkeypatch: pytest.MonkeyPatch, name: str, store_class: Any) -> str:
+    """Make *store_class* importable as the engine ``tests.registered_engines.<name>``.
+
+    With *store_class* None the module has no ``SessionStore``.
+    """
+    path = f"tests.registered_engines.{name}"
+    module = types.ModuleType(path)
+    if store_class is not None:
+        module.SessionStore = store_class  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, path, module)
+    return path

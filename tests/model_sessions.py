@@ -8,8 +8,6 @@ Four modes: sessionkit's model behind Django's db and cached_db stores
 
 from __future__ import annotations
 
-import sys
-import types
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -27,6 +25,7 @@ from django_sessionkit.inventory import get_inventory
 from django_sessionkit.inventory.model import has_metadata
 from django_sessionkit.models import Session
 from django_sessionkit.public_id import public_id
+from tests.engines import register_engine
 
 POSTGRESQL = "postgresql" in settings.DATABASES["default"]["ENGINE"]
 METADATA_MODES = ("metadata", "metadata_cached")
@@ -59,15 +58,6 @@ STORES: dict[str, type[SessionBase]] = {
     "stock": DBStore,
     "stock_cached": CachedDBStore,
 }
-
-
-def register_engine(monkeypatch, name, store_class):
-    """Make *store_class* importable as the engine ``tests.engines.<name>``."""
-    path = f"tests.engines.{name}"
-    module = types.ModuleType(path)
-    module.SessionStore = store_class
-    monkeypatch.setitem(sys.modules, path, module)
-    return path
 
 
 @dataclass

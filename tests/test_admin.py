@@ -12,7 +12,6 @@ from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.models import Permission, User
 from django.contrib.sessions.backends.base import SessionBase
-from django.contrib.sessions.backends.file import SessionStore as FileStore
 from django.db import connection
 from django.test import Client
 from django.urls import NoReverseMatch, reverse
@@ -24,7 +23,6 @@ from django_sessionkit.inventory import get_inventory
 from django_sessionkit.models import Session
 from django_sessionkit.public_id import public_id
 from django_sessionkit.redaction import MASK
-from tests.engines import use_sessionkit_middleware
 
 pytestmark = pytest.mark.django_db
 
@@ -59,25 +57,6 @@ NOON = datetime(2030, 6, 1, 12, 0, tzinfo=dt_timezone.utc)
 
 
 # -- set-up -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def use_engine(request, settings, tmp_path, monkeypatch):
-    """Return a function that switches the site to a session engine for the test."""
-
-    def use(engine: str) -> str:
-        settings.SESSION_ENGINE = engine
-        settings.SESSION_CACHE_ALIAS = "redis"
-        use_sessionkit_middleware(settings)
-        if engine in ON_REDIS:
-            request.getfixturevalue("redis_cache")
-        if engine == STOCK_FILE:
-            settings.SESSION_FILE_PATH = str(tmp_path)
-            # The engine caches its directory on the class the first time it is used.
-            monkeypatch.setattr(FileStore, "_storage_path", str(tmp_path), raising=False)
-        return engine
-
-    return use
 
 
 @pytest.fixture(params=ENGINES)

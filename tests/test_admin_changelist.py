@@ -44,7 +44,6 @@ from tests.test_admin import (
 )
 
 # test_admin's fixtures, requested by name below.
-use_engine = test_admin.use_engine
 engine = test_admin.engine
 our_db = test_admin.our_db
 superuser = test_admin.superuser

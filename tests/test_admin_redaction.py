@@ -22,7 +22,6 @@ from tests import test_admin
 from tests.test_admin import ENGINES, client_for, detail, html, make_session
 
 # test_admin's fixtures, requested by name below.
-use_engine = test_admin.use_engine
 superuser = test_admin.superuser
 alice = test_admin.alice
 

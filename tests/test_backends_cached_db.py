@@ -30,7 +30,6 @@ from django_sessionkit.backends.cached_db import (
 )
 from django_sessionkit.models import Session
 from django_sessionkit.public_id import public_id
-from tests.redis_server import private_server
 from tests.session_behaviour import *  # noqa: F403
 from tests.session_behaviour import NOW, close_async_connections
 
@@ -64,24 +63,13 @@ def cache(request, settings):
 
 
 @pytest.fixture
-def outage(settings):
+def outage(private_redis):
     """SESSION_CACHE_ALIAS names a django-redis cache on a private Redis server.
 
     Call the returned function to stop the server: the cache fails from then on.
     """
-    server = private_server()
-    server.start()
-    settings.CACHES = {
-        **settings.CACHES,
-        "private": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": server.url,
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
-        },
-    }
-    settings.SESSION_CACHE_ALIAS = "private"
+    server = private_redis("private", SOCKET_CONNECT_TIMEOUT=0.5, SOCKET_TIMEOUT=0.5)
     yield server.stop
-    server.stop()
     close_async_connections()
 
 

@@ -5,7 +5,6 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -28,7 +27,6 @@ from django_sessionkit.backends.redis import scripts
 from django_sessionkit.backends.redis.codec import user_digest
 from django_sessionkit.public_id import public_id
 from tests.engines import use_sessionkit_middleware
-from tests.redis_server import private_server
 from tests.session_behaviour import *  # noqa: F403
 from tests.session_behaviour import NOW
 
@@ -681,18 +679,10 @@ def test_redis_prefix_setting_names_the_keys(store, settings, redis):
 
 
 @pytest.fixture
-def redis_down(settings) -> Iterator[Any]:
+def redis_down(settings, private_redis) -> Any:
     """A real Redis server behind SESSION_CACHE_ALIAS, to be stopped by the test."""
-    server = private_server()
-    server.start()
-    settings.CACHES = {
-        **settings.CACHES,
-        "redis_down": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": server.url},
-    }
-    settings.SESSION_CACHE_ALIAS = "redis_down"
     settings.SESSION_ENGINE = ENGINE
-    yield server
-    server.stop()
+    return private_redis("redis_down")
 
 
 def test_redis_down_reads_as_empty_and_refuses_to_write(redis_down, caplog):
@@ -845,27 +835,11 @@ def test_requests_with_redis_down_read_anonymous_and_refuse_writes(
 
 
 @pytest.fixture
-def redis_hung(settings) -> Iterator[Any]:
+def redis_hung(settings, private_redis) -> Any:
     """A real Redis server with short socket timeouts, which the test may pause (SIGSTOP)."""
-    server = private_server()
-    server.start()
-    settings.CACHES = {
-        **settings.CACHES,
-        "redis_hung": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": server.url,
-            "OPTIONS": {
-                "SOCKET_TIMEOUT": 0.3,
-                "CONNECTION_POOL_KWARGS": {"retry": Retry(NoBackoff(), 1)},
-            },
-        },
-    }
-    settings.SESSION_CACHE_ALIAS = "redis_hung"
     settings.SESSION_ENGINE = ENGINE
-    yield server
-    if server.process is not None:
-        server.process.send_signal(signal.SIGCONT)
-    server.stop()
+    retry = Retry(NoBackoff(), 1)
+    return private_redis("redis_hung", SOCKET_TIMEOUT=0.3, CONNECTION_POOL_KWARGS={"retry": retry})
 
 
 def eventually(check: Any, seconds: float = 10.0) -> bool:

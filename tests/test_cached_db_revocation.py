@@ -30,7 +30,6 @@ from django_sessionkit.backends.cached_db import SessionStore
 from django_sessionkit.inventory import get_inventory
 from django_sessionkit.models import Session
 from django_sessionkit.public_id import public_id
-from tests.redis_server import private_server
 
 ENGINE = "django_sessionkit.backends.cached_db"
 WAIT = 30  # seconds before a stuck thread fails the test instead of hanging it
@@ -298,28 +297,17 @@ def test_deleting_a_user_on_other_engines_deletes_the_user(settings, db, engine)
     assert not User.objects.filter(username="alice").exists()
 
 
-def test_deleting_a_user_with_the_cache_down_deletes_the_user_and_logs(settings, db, caplog):
-    server = private_server()
-    server.start()
-    settings.CACHES = {
-        **settings.CACHES,
-        "private": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": server.url,
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
-        },
-    }
+def test_deleting_a_user_with_the_cache_down_deletes_the_user_and_logs(
+    settings, db, caplog, private_redis
+):
+    server = private_redis("private", SOCKET_CONNECT_TIMEOUT=0.5, SOCKET_TIMEOUT=0.5)
     settings.SESSION_ENGINE = ENGINE
-    settings.SESSION_CACHE_ALIAS = "private"
-    try:
-        alice = User.objects.create_user("alice")
-        key = logged_in(alice, cart=[1])
-        server.stop()
+    alice = User.objects.create_user("alice")
+    key = logged_in(alice, cart=[1])
+    server.stop()
 
-        with caplog.at_level(logging.ERROR, logger="django_sessionkit.inventory.model"):
-            alice.delete()
-    finally:
-        server.stop()
+    with caplog.at_level(logging.ERROR, logger="django_sessionkit.inventory.model"):
+        alice.delete()
 
     assert not User.objects.filter(username="alice").exists()
     assert not Session.objects.filter(pk=key).exists()

@@ -75,13 +75,6 @@ def make(*, expired=False, idle=timedelta(0)):
     return store.session_key
 
 
-@pytest.fixture
-def session_dir(settings, tmp_path, monkeypatch):
-    settings.SESSION_FILE_PATH = str(tmp_path)
-    monkeypatch.setattr(FileStore, "_storage_path", str(tmp_path), raising=False)
-    return tmp_path
-
-
 def make_files(count):
     """Store *count* expired sessions through Django's file engine."""
     for _ in range(count):

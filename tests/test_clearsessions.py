@@ -50,13 +50,6 @@ COOKIE_AGE = 1209600
 
 
 @pytest.fixture
-def session_dir(settings, tmp_path, monkeypatch):
-    settings.SESSION_FILE_PATH = str(tmp_path)
-    monkeypatch.setattr(FileStore, "_storage_path", str(tmp_path), raising=False)
-    return tmp_path
-
-
-@pytest.fixture
 def engine(request, settings, session_dir):
     """The engine under test, made SESSION_ENGINE."""
     settings.SESSION_ENGINE = request.param
@@ -918,12 +911,12 @@ def test_cache_that_cannot_list_falls_back_to_the_engine(engine, monkeypatch):
 
 
 def test_engine_that_cannot_clear(settings, monkeypatch):
-    module = types.ModuleType("tests.engines.bare")
+    module = types.ModuleType("tests.registered_engines.bare")
     module.SessionStore = type("SessionStore", (SessionBase,), {})
-    monkeypatch.setitem(sys.modules, "tests.engines.bare", module)
+    monkeypatch.setitem(sys.modules, "tests.registered_engines.bare", module)
 
     with pytest.raises(CommandError, match="doesn't support clearing expired sessions"):
-        run("--engine", "tests.engines.bare")
+        run("--engine", "tests.registered_engines.bare")
 
 
 def test_engine_whose_storage_fails(settings, monkeypatch):
@@ -932,14 +925,14 @@ def test_engine_whose_storage_fails(settings, monkeypatch):
     def clear_expired(cls):
         raise DatabaseError("server closed the connection unexpectedly")
 
-    module = types.ModuleType("tests.engines.failing")
+    module = types.ModuleType("tests.registered_engines.failing")
     module.SessionStore = type(
         "SessionStore", (SessionBase,), {"clear_expired": classmethod(clear_expired)}
     )
-    monkeypatch.setitem(sys.modules, "tests.engines.failing", module)
+    monkeypatch.setitem(sys.modules, "tests.registered_engines.failing", module)
 
     with pytest.raises(CommandError, match="server closed the connection") as raised:
-        run("--engine", "tests.engines.failing")
+        run("--engine", "tests.registered_engines.failing")
     assert raised.value.returncode == 1
 
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from typing import Any
@@ -14,7 +13,6 @@ from django.core.cache import caches
 from django_sessionkit.inventory.base import InventoryUnavailable, Stats
 from django_sessionkit.inventory.cache import StockCacheInventory
 from django_sessionkit.public_id import public_id
-from tests.redis_server import private_server
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=dt_timezone.utc)
 
@@ -124,18 +122,11 @@ def test_stock_inventory_needs_django_redis(settings):
 
 
 @pytest.fixture
-def private_cache(settings) -> Iterator[str]:
+def private_cache(settings, private_redis) -> str:
     """A django-redis cache alone on a private server: DBSIZE counts only its keys."""
-    server = private_server()
-    server.start()
-    settings.CACHES = {
-        **settings.CACHES,
-        "private": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": server.url},
-    }
-    settings.SESSION_CACHE_ALIAS = "private"
+    private_redis("private")
     settings.SESSION_ENGINE = "django.contrib.sessions.backends.cache"
-    yield "private"
-    server.stop()
+    return "private"
 
 
 def test_stock_count_estimate_samples_the_database(private_cache):

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import sys
-import types
 from datetime import timedelta
 
 import pytest
@@ -26,20 +24,11 @@ from django_sessionkit.inventory.file import FileInventory
 from django_sessionkit.inventory.model import ModelInventory
 from django_sessionkit.models import Session
 from django_sessionkit.public_id import public_id
+from tests.engines import register_engine
 
 OUR_DB = "django_sessionkit.backends.db"
 OUR_CACHED_DB = "django_sessionkit.backends.cached_db"
 OUR_REDIS = "django_sessionkit.backends.redis"
-
-
-def register_engine(monkeypatch, name, store_class):
-    """Make *store_class* importable as the engine ``tests.engines.<name>``."""
-    path = f"tests.engines.{name}"
-    module = types.ModuleType(path)
-    if store_class is not None:
-        module.SessionStore = store_class
-    monkeypatch.setitem(sys.modules, path, module)
-    return path
 
 
 def test_reexports_the_interface():
@@ -99,7 +88,7 @@ def test_chooses_by_class_not_by_name(monkeypatch):
     assert ours.records_metadata
     assert ours.model is Session
     assert isinstance(files, FileInventory)
-    assert files.engine == "tests.engines.project_file"
+    assert files.engine == "tests.registered_engines.project_file"
 
 
 def test_file_engine():

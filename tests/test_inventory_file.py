@@ -20,14 +20,6 @@ COOKIE_AGE = 1209600  # Django's default SESSION_COOKIE_AGE, two weeks
 
 
 @pytest.fixture
-def session_dir(settings, tmp_path, monkeypatch):
-    settings.SESSION_FILE_PATH = str(tmp_path)
-    # The engine caches its directory on the class the first time it is used.
-    monkeypatch.setattr(FileStore, "_storage_path", str(tmp_path), raising=False)
-    return tmp_path
-
-
-@pytest.fixture
 def inventory(session_dir):
     return FileInventory(ENGINE)
 

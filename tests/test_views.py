@@ -8,7 +8,6 @@ from django.test import Client
 from django.urls import reverse
 
 from django_sessionkit.public_id import public_id
-from tests.engines import use_sessionkit_middleware
 
 ENGINES = [
     "django.contrib.sessions.backends.db",
@@ -26,24 +25,15 @@ UA_IPHONE = (
 )
 
 
-def use_engine(request, settings, engine):
-    settings.SESSION_ENGINE = engine
-    settings.SESSION_CACHE_ALIAS = "redis"
-    use_sessionkit_middleware(settings)
-    if "redis" in engine or "cached_db" in engine:
-        request.getfixturevalue("redis_cache")
-    return engine
-
-
 @pytest.fixture(params=ENGINES)
-def engine(request, settings, db):
-    return use_engine(request, settings, request.param)
+def engine(request, use_engine, db):
+    return use_engine(request.param)
 
 
 @pytest.fixture(params=[name for name in ENGINES if name.startswith("django_sessionkit")])
-def our_engine(request, settings, db):
+def our_engine(request, use_engine, db):
     """Our engines only: they record the user agent."""
-    return use_engine(request, settings, request.param)
+    return use_engine(request.param)
 
 
 @pytest.fixture
