@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable, Iterator
+from importlib import import_module
 from typing import Any
 
 import pytest
@@ -122,3 +123,23 @@ def use_engine(request: pytest.FixtureRequest, settings: Any) -> Callable[[str],
         return engine
 
     return use
+
+
+# -- the session contract (tests/session_behaviour.py) --------------------------------
+
+
+@pytest.fixture
+def session_storage(transactional_db: None) -> None:
+    """Hook: make the engine's storage available and empty for one test.
+
+    The default is the database, in transactional mode because the async
+    tests reach it from another thread.
+    """
+
+
+@pytest.fixture
+def store_class(engine: str, session_storage: None, settings: Any) -> Iterator[Any]:
+    """The ``SessionStore`` of the engine under test, with SESSION_ENGINE pointing at it."""
+    settings.SESSION_ENGINE = engine
+    yield import_module(engine).SessionStore
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result()

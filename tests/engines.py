@@ -27,6 +27,6 @@ def register_engine(monkeypatch: pytest.MonkeyPatch, name: str, store_class: Any
     path = f"tests.registered_engines.{name}"
     module = types.ModuleType(path)
     if store_class is not None:
-        module.SessionStore = store_class  # type: ignore[attr-defined]
+        module.SessionStore = store_class
     monkeypatch.setitem(sys.modules, path, module)
     return path

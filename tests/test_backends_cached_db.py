@@ -30,8 +30,7 @@ from django_sessionkit.backends.cached_db import (
 )
 from django_sessionkit.models import Session
 from django_sessionkit.public_id import public_id
-from tests.session_behaviour import *  # noqa: F403
-from tests.session_behaviour import NOW, close_async_connections
+from tests.session_behaviour import NOW, SessionContract, close_async_connections
 
 BROWSER = RequestMetadata(ip="203.0.113.7", user_agent="Firefox/140")
 STOCK_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
@@ -572,3 +571,7 @@ def test_entries_that_cached_the_activity_as_a_datetime_are_still_read(
 def only_row():
     (session,) = Session.objects.all()
     return session
+
+
+class TestSessionContract(SessionContract):
+    """Django's documented session behaviour, on our cached_db engine."""

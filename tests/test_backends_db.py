@@ -24,8 +24,7 @@ from django_sessionkit.backends.db import SessionStore
 from django_sessionkit.middleware import request_metadata
 from django_sessionkit.models import Session
 from django_sessionkit.public_id import public_id
-from tests.session_behaviour import *  # noqa: F403
-from tests.session_behaviour import NOW, close_async_connections
+from tests.session_behaviour import NOW, SessionContract, close_async_connections
 
 BROWSER = RequestMetadata(ip="203.0.113.7", user_agent="Firefox/140")
 PHONE = RequestMetadata(ip="2001:db8::1", user_agent="Safari/18")
@@ -458,3 +457,7 @@ def test_the_table_has_one_index_led_by_expire_date():
         if columns and columns[0] == "expire_date"
     ]
     assert led_by_expiry == [["expire_date", "session_key"]]
+
+
+class TestSessionContract(SessionContract):
+    """Django's documented session behaviour, on Django's database engine and ours."""

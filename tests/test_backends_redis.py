@@ -27,8 +27,7 @@ from django_sessionkit.backends.redis import scripts
 from django_sessionkit.backends.redis.codec import user_digest
 from django_sessionkit.public_id import public_id
 from tests.engines import use_sessionkit_middleware
-from tests.session_behaviour import *  # noqa: F403
-from tests.session_behaviour import NOW
+from tests.session_behaviour import NOW, SessionContract, asave_session
 
 ENGINE = "django_sessionkit.backends.redis"
 UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/126.0"
@@ -739,7 +738,7 @@ def test_a_store_that_could_not_read_never_writes_even_when_redis_is_back(redis_
 @pytest.mark.asyncio
 async def test_redis_down_async(redis_down, caplog):
     store = backend.SessionStore
-    key = await asave_session(store, {SESSION_KEY: "1"})  # noqa: F405
+    key = await asave_session(store, {SESSION_KEY: "1"})
     redis_down.stop()
     session = store(key)
 
@@ -961,3 +960,7 @@ def test_a_request_carrying_a_corrupt_session_gets_a_fresh_one(
     assert (read.status_code, read.content) == (200, b"user=anonymous")
     assert write.status_code == 200
     assert client.cookies[settings.SESSION_COOKIE_NAME].value != key
+
+
+class TestSessionContract(SessionContract):
+    """Django's documented session behaviour, on our redis engine."""
