@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import connections
 
-from tests.engines import use_sessionkit_middleware
+from tests.engines import close_thread_connections, use_sessionkit_middleware
 from tests.redis_server import RedisServer, private_server
 
 
@@ -55,14 +55,7 @@ def _close_async_memory_database() -> Iterator[None]:
     Python 3.13 reports with a ResourceWarning.
     """
     yield
-
-    def close() -> None:
-        for connection in connections.all(initialized_only=True):
-            if connection.vendor == "sqlite" and connection.connection is not None:
-                connection.connection.close()
-                connection.connection = None
-
-    SyncToAsync.single_thread_executor.submit(close).result()
+    SyncToAsync.single_thread_executor.submit(close_thread_connections).result()
 
 
 @pytest.fixture

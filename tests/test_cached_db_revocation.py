@@ -19,7 +19,7 @@ from django.conf import settings as django_settings
 from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.auth.models import User
 from django.core.cache import caches
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.db.models.signals import post_save, pre_delete
 from django.http import HttpResponse
 from django.test.utils import CaptureQueriesContext
@@ -30,6 +30,7 @@ from django_sessionkit.backends.cached_db import SessionStore
 from django_sessionkit.inventory import get_inventory
 from django_sessionkit.models import Session
 from django_sessionkit.public_id import public_id
+from tests.engines import close_thread_connections
 
 ENGINE = "django_sessionkit.backends.cached_db"
 WAIT = 30  # seconds before a stuck thread fails the test instead of hanging it
@@ -84,7 +85,7 @@ class Worker(threading.Thread):
         except BaseException as error:
             self.error = error
         finally:
-            connections.close_all()
+            close_thread_connections()
 
     def join(self, timeout: float | None = WAIT) -> None:
         super().join(timeout)

@@ -76,8 +76,8 @@ def test_tox_docs_needs_no_interpreter_download_and_no_wheel():
     # A pinned interpreter that is not installed is one tox-uv would download.
     assert "base_python" not in docs
     assert docs["uv_python_preference"] == "only-system"
-    # docs/conf.py imports the checkout: building and installing a wheel fetches its build
-    # backend and its dependencies for nothing.
+    # The docs are built from the checkout's sources: building and installing a wheel
+    # fetches its build backend and its dependencies for nothing.
     assert docs["skip_install"] == "true"
 
 

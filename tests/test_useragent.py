@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from django.utils import translation
 
-from django_sessionkit.useragent import PARSE_LIMIT, UNKNOWN, Device, _describe, describe
+from django_sessionkit.useragent import UNKNOWN, Device, _describe, describe
 
 FIREFOX_UBUNTU = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 SAFARI_IPHONE = (
@@ -108,9 +108,8 @@ def test_results_are_cached_and_long_strings_cut():
     describe(FIREFOX_UBUNTU + "x" * 3000)
 
     info = _describe.cache_info()
+    # The second of each pair is a hit: the long ones are cut to one entry.
     assert (info.hits, info.misses) == (2, 2)
-    assert info.maxsize is not None
-    assert len(FIREFOX_UBUNTU) < PARSE_LIMIT
 
 
 def test_cached_devices_hold_no_translated_words():
