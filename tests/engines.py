@@ -48,3 +48,20 @@ def close_thread_connections() -> None:
             connection.connection = None
         else:
             connection.close()
+
+
+#: The settings that make the test site the example project: its apps and URLs,
+#: its engine, middleware and templates (which put django_sessionkit's pages in
+#: the blog's layout), its CSRF failure view and its login URLs.
+EXAMPLE_SETTING_NAMES = (
+    "INSTALLED_APPS",
+    "ROOT_URLCONF",
+    "SESSION_ENGINE",
+    "SESSION_COOKIE_AGE",
+    "MIDDLEWARE",
+    "TEMPLATES",
+    "CSRF_FAILURE_VIEW",
+    "LOGIN_URL",
+    "LOGIN_REDIRECT_URL",
+    "LOGOUT_REDIRECT_URL",
+)

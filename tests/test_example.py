@@ -21,6 +21,8 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
 
+from tests.engines import EXAMPLE_SETTING_NAMES
+
 EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "example_project"
 SECRET_TEXT = (
     "Welcome to the lousy secret page. You are seeing this page because you are logged in."
@@ -39,18 +41,7 @@ STOCK_ENGINE = "django.contrib.sessions.backends.db"
 @pytest.fixture(autouse=True)
 def example_config(settings):
     """Run the demos as the example project configures them: apps, URLs, engine, middleware..."""
-    for name in [
-        "INSTALLED_APPS",
-        "ROOT_URLCONF",
-        "SESSION_ENGINE",
-        "SESSION_COOKIE_AGE",
-        "MIDDLEWARE",
-        "TEMPLATES",
-        "CSRF_FAILURE_VIEW",
-        "LOGIN_URL",
-        "LOGIN_REDIRECT_URL",
-        "LOGOUT_REDIRECT_URL",
-    ]:
+    for name in EXAMPLE_SETTING_NAMES:
         setattr(settings, name, getattr(example_settings, name))
 
 

@@ -18,6 +18,7 @@ import pytest
 from django.test.utils import override_settings
 
 import tests.settings as test_settings
+from tests.engines import EXAMPLE_SETTING_NAMES
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
@@ -34,23 +35,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# The example project's session setup: its engine, middleware, templates (which put
-# django_sessionkit's pages in the blog's layout) and CSRF failure view.
-EXAMPLE_SETTINGS = {
-    name: getattr(example_settings, name)
-    for name in [
-        "SESSION_ENGINE",
-        "SESSION_COOKIE_AGE",
-        "MIDDLEWARE",
-        "TEMPLATES",
-        "CSRF_FAILURE_VIEW",
-        "LOGIN_URL",
-        "LOGIN_REDIRECT_URL",
-        "LOGOUT_REDIRECT_URL",
-        "INSTALLED_APPS",
-        "ROOT_URLCONF",
-    ]
-}
+# The example project's session setup, as tests/engines.py names it.
+EXAMPLE_SETTINGS = {name: getattr(example_settings, name) for name in EXAMPLE_SETTING_NAMES}
 
 
 @pytest.fixture(scope="session")
