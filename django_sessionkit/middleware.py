@@ -20,6 +20,10 @@ from django_sessionkit.conf import conf, is_whole_number
 logger = logging.getLogger(__name__)
 
 TRUNCATE_PREFIX = {4: 24, 6: 48}
+#: The headers read on every request, from META: ``request.headers`` would
+#: build a mapping of every header first (some 10 us a request) for these two.
+USER_AGENT = "HTTP_USER_AGENT"
+FORWARDED_FOR = "HTTP_X_FORWARDED_FOR"
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -35,7 +39,7 @@ def client_ip(request: HttpRequest) -> str | None:
     # A count of the wrong type trusts no proxy: better the proxy's address
     # than one a client chose.
     if is_whole_number(proxies) and proxies > 0:
-        header = request.headers.get("x-forwarded-for", "")
+        header = request.META.get(FORWARDED_FOR, "")
         forwarded = [part.strip() for part in header.split(",") if part.strip()]
         if len(forwarded) >= proxies:
             address = forwarded[-proxies]
@@ -86,7 +90,7 @@ def request_metadata(request: HttpRequest) -> RequestMetadata:
     """Return what the settings allow us to record about *request*."""
     # Only True stores it: "no" or 0 may well mean no.
     user_agent = (
-        request.headers.get("user-agent", "") if conf.SESSIONKIT_STORE_USER_AGENT is True else ""
+        request.META.get(USER_AGENT, "") if conf.SESSIONKIT_STORE_USER_AGENT is True else ""
     )
     return RequestMetadata(ip=stored_ip(client_ip(request)), user_agent=user_agent)
 
